@@ -1,0 +1,38 @@
+"""scrubproxy: all-intra proxies of recording segments, for instant, frame-exact scrubbing.
+
+Public API (everything else may change)::
+
+    from scrubproxy import ProxyCache, ProxySettings
+    cache = ProxyCache()                      # or ProxyCache(root=...)
+    proxy = cache.ensure("segment.mp4")       # encodes once, then a sub-millisecond hit
+"""
+
+from ._version import __version__
+from .cache import CacheEntry, ProxyCache
+from .encode import EncodeResult
+from .errors import (
+    BadInputError,
+    CacheRootRefusedError,
+    EncodeError,
+    InvalidSessionError,
+    ScrubProxyError,
+    SourceUnreadableError,
+)
+from .probe import SourceInfo, probe
+from .settings import ProxySettings
+
+__all__ = [
+    "BadInputError",
+    "CacheEntry",
+    "CacheRootRefusedError",
+    "EncodeError",
+    "EncodeResult",
+    "InvalidSessionError",
+    "ProxyCache",
+    "ProxySettings",
+    "ScrubProxyError",
+    "SourceInfo",
+    "SourceUnreadableError",
+    "__version__",
+    "probe",
+]

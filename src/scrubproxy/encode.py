@@ -1,0 +1,557 @@
+"""Transcode one source segment into one all-intra MJPEG proxy plus its frame map.
+
+``encode_proxy`` is a plain function of (source, output base path, settings)
+that runs in any process: it writes two unpublished files next to the output
+base and returns them; publishing (rename, manifest) is the cache's job.
+
+The data path per frame: decode (hardware if it works, else CPU with frame
+threads and the H.264/HEVC loop filter skipped) -> one libavfilter chain
+(scale to the proxy size with square pixels, BT.601 full-range output from
+whatever matrix and range the source has, display rotation applied) -> MJPEG
+-> AVI or Matroska. FFmpeg's decoder threads keep decoding while this thread
+scales and encodes, so both cores stay busy.
+
+One proxy frame per decoded source frame, in order: the proxy's frame k is the
+source's k-th frame in presentation order. The frame map records, for each k,
+the source pts, the proxy pts and where the JPEG lies in the proxy file.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import mmap
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.filter
+import numpy as np
+
+from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
+from .framemap import FrameMapHeader, write_frame_map
+from .probe import SourceInfo, open_container, probe
+from .settings import ProxySettings
+
+log = logging.getLogger(__name__)
+
+#: ``progress(frames_done, frames_expected, frames_per_second)``
+ProgressCallback = Callable[[int, "int | None", float], None]
+
+#: Hardware decoders tried by ``hwaccel="auto"``, in order.
+HWACCEL_CANDIDATES = ("cuda", "vaapi", "qsv", "videotoolbox", "d3d11va")
+
+#: Matroska's default timestamp unit; the proxy's own pts are in it.
+MKV_TIME_BASE = fractions.Fraction(1, 1000)
+
+#: FFmpeg matrix names for libavfilter's scale filter, by probe's matrix names.
+_SCALE_MATRIX = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "bt601", "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+
+_PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
+
+
+@dataclass(frozen=True)
+class ProxyGeometry:
+    """Proxy picture size: ``scaled`` is what the source is scaled to before
+    rotation, ``width``/``height`` the upright proxy size."""
+
+    width: int
+    height: int
+    scaled_width: int
+    scaled_height: int
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """An encoded, not yet published proxy."""
+
+    source: SourceInfo
+    proxy_path: Path
+    frame_map_path: Path
+    container: str
+    frames: int
+    width: int
+    height: int
+    decoder: str
+    partial: bool
+    build_id: str
+    seconds: float
+    warnings: tuple[str, ...] = field(default=())
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2)) * 2)
+
+
+def proxy_geometry(info: SourceInfo, settings: ProxySettings) -> ProxyGeometry:
+    """Upright proxy size: ``settings.height`` high (never above the source's
+    own height), square pixels, aspect kept, even dimensions."""
+    v = info.video
+    height = min(settings.height, v.display_height)
+    height = max(2, height - height % 2)
+    width = _even(height * v.display_width / v.display_height)
+    if v.rotation in (90, 270):
+        return ProxyGeometry(width, height, height, width)
+    return ProxyGeometry(width, height, width, height)
+
+
+def choose_container(info: SourceInfo, settings: ProxySettings) -> str:
+    """``avi`` for constant-rate sources, ``mkv`` for variable-rate ones (auto)."""
+    if settings.container != "auto":
+        return settings.container
+    return "mkv" if info.video.variable_rate else "avi"
+
+
+def source_matrix(info: SourceInfo) -> tuple[str, str]:
+    """(matrix, range) of the source for libavfilter, guessing as players do
+    when the file does not say: BT.709 from 720 lines up, limited range."""
+    v = info.video
+    matrix = _SCALE_MATRIX.get(v.matrix)
+    if matrix is None:
+        matrix = "bt709" if v.height >= 720 else "bt601"
+    full = v.color_range == "full" or v.pix_fmt.startswith("yuvj")
+    return matrix, "pc" if full else "tv"
+
+
+def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> list[tuple[str, str]]:
+    """The libavfilter chain from a decoded source frame to an MJPEG-ready frame."""
+    matrix, rng = source_matrix(info)
+    chain = [
+        (
+            "scale",
+            f"{geometry.scaled_width}:{geometry.scaled_height}:flags=bilinear"
+            f":in_color_matrix={matrix}:out_color_matrix=bt601:in_range={rng}:out_range=pc",
+        ),
+        ("setsar", "1"),
+    ]
+    rotation = info.video.rotation
+    if rotation == 90:
+        chain.append(("transpose", "cclock"))
+    elif rotation == 270:
+        chain.append(("transpose", "clock"))
+    elif rotation == 180:
+        chain += [("hflip", ""), ("vflip", "")]
+    chain.append(("format", "yuvj420p"))
+    return chain
+
+
+class _FrameFilter:
+    """A configured libavfilter graph: push one decoded frame, pull one proxy frame."""
+
+    def __init__(self, template: av.VideoFrame, chain: list[tuple[str, str]]) -> None:
+        self.graph = av.filter.Graph()
+        tb = template.time_base or fractions.Fraction(1, 1000)
+        node = self.graph.add_buffer(
+            width=template.width,
+            height=template.height,
+            format=template.format.name,
+            time_base=tb,
+        )
+        for name, args in chain:
+            nxt = self.graph.add(name, args) if args else self.graph.add(name)
+            node.link_to(nxt)
+            node = nxt
+        sink = self.graph.add("buffersink")
+        node.link_to(sink)
+        self.graph.configure()
+        self.size = (template.width, template.height, template.format.name)
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        self.graph.push(frame)
+        return self.graph.pull()
+
+
+def _available_hwaccels() -> list[str]:
+    try:
+        from av.codec.hwaccel import hwdevices_available
+
+        return list(hwdevices_available())
+    except Exception:  # pragma: no cover - PyAV without hwaccel support
+        return []
+
+
+def _decoder_plan(setting: str) -> list[str]:
+    """Decoders to try in order; ``"cpu"`` is always the last resort except for
+    an explicitly named device, which must work or fail clearly."""
+    available = _available_hwaccels()
+    if setting == "none":
+        return ["cpu"]
+    if setting == "auto":
+        return [d for d in HWACCEL_CANDIDATES if d in available] + ["cpu"]
+    if setting not in available:
+        listed = ", ".join(available) or "none"
+        raise BadInputError(None, f"hwaccel {setting!r} is not available in this FFmpeg build (available: {listed}; or use 'auto' or 'none')")
+    return [setting]
+
+
+def _open_decoder(info: SourceInfo, decoder: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    if decoder == "cpu":
+        container = open_container(info.path)
+        stream = container.streams[info.video.index]
+        stream.thread_type = "AUTO"
+        # The loop filter is a quarter of H.264 decoding; a 1/3-scale proxy
+        # cannot show what it smooths (PSNR is measured in bench/generate.py).
+        stream.codec_context.options = {"skip_loop_filter": "all"}
+        return container, stream
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        container = av.open(str(info.path), hwaccel=HWAccel(decoder, allow_software_fallback=False))
+    except Exception as exc:
+        raise HardwareDecodeError(info.path, f"{decoder} decoder did not open: {exc}") from exc
+    return container, container.streams[info.video.index]
+
+
+def _frame_pts(frame: av.VideoFrame, previous: int | None, nominal: int) -> int:
+    pts = frame.pts if frame.pts is not None else frame.dts
+    if pts is None:
+        return previous + nominal if previous is not None else 0
+    return pts
+
+
+def _nominal_ticks(info: SourceInfo) -> int:
+    rate = info.video.average_rate or fractions.Fraction(30)
+    return max(1, round(1 / (rate * info.video.time_base)))
+
+
+class _Output:
+    """The proxy container being written: MJPEG stream, pts policy per container."""
+
+    def __init__(self, path: Path, container: str, info: SourceInfo, geometry: ProxyGeometry, settings: ProxySettings) -> None:
+        self.container = container
+        self.info = info
+        self.out = av.open(str(path), "w", format="avi" if container == "avi" else "matroska")
+        if container == "avi":
+            rate = info.video.average_rate or fractions.Fraction(30)
+            rate = rate.limit_denominator(100_000)
+            self.time_base = 1 / rate
+        else:
+            rate = None
+            self.time_base = MKV_TIME_BASE
+        stream = self.out.add_stream("mjpeg", rate=rate) if rate else self.out.add_stream("mjpeg")
+        stream.width, stream.height = geometry.width, geometry.height
+        stream.pix_fmt = "yuvj420p"
+        stream.time_base = self.time_base
+        cc = stream.codec_context
+        cc.time_base = self.time_base
+        cc.color_range = 2  # full (JPEG)
+        cc.colorspace = 5  # BT.601, as every JPEG decoder reads it
+        # Fixed quantiser, as ``-q:v``: qmin = qmax pins every frame to it.
+        cc.qscale = True
+        cc.qmin = cc.qmax = settings.quality
+        cc.thread_type = "SLICE"
+        self.stream = stream
+        self.last_pts: int | None = None
+        self.tb_ratio = info.video.time_base / self.time_base
+
+    def proxy_pts(self, index: int, source_pts: int) -> int:
+        """AVI: frame k at k/rate, one chunk per frame. MKV: source time from the
+        source's start in ms, kept strictly increasing so that no frame merges."""
+        if self.container == "avi":
+            return index
+        pts = round((source_pts - self.info.video.start_pts) * self.tb_ratio)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        return pts
+
+    def write(self, frame: av.VideoFrame, pts: int) -> int:
+        frame.pts = pts
+        frame.time_base = self.time_base
+        packets = self.stream.encode(frame)
+        self.out.mux(packets)
+        self.last_pts = pts
+        return len(packets)
+
+    def close(self) -> int:
+        packets = self.stream.encode(None)
+        self.out.mux(packets)
+        self.out.close()
+        return len(packets)
+
+
+class _Decoder:
+    """Decodes the source in a thread of its own and hands frames over a short
+    queue, so that decoding overlaps scaling, encoding and muxing.
+
+    Damaged packets are skipped (counted in ``bad_packets``); a damaged or
+    cut-off tail ends the stream early and sets ``partial``. Any other error,
+    and every error of a hardware decoder, is raised from :meth:`frames`.
+    """
+
+    _END = object()
+
+    def __init__(self, info: SourceInfo, decoder: str) -> None:
+        self.info, self.decoder = info, decoder
+        self.container, self.stream = _open_decoder(info, decoder)
+        self.partial = False
+        self.bad_packets = 0
+        self.tail_error = ""
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="scrubproxy-decode", daemon=True)
+
+    def _decode_packets(self) -> None:
+        packets = self.container.demux(self.stream)
+        while not self._stop.is_set():
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self.partial = True
+                self.tail_error = str(exc)
+                return
+            try:
+                frames = self.stream.decode(packet)
+            except av.error.InvalidDataError as exc:
+                if self.decoder != "cpu":
+                    raise HardwareDecodeError(self.info.path, f"{self.decoder} decoder failed: {exc}") from exc
+                self.bad_packets += 1
+                log.warning("%s: skipped a damaged packet (pts %s): %s", self.info.path, packet.pts, exc)
+                continue
+            for frame in frames:
+                self._put(frame)
+
+    def _run(self) -> None:
+        try:
+            self._decode_packets()
+        except BaseException as exc:  # handed to the consumer thread
+            if self.decoder != "cpu" and not isinstance(exc, HardwareDecodeError):
+                exc = HardwareDecodeError(self.info.path, f"{self.decoder} decoder failed: {exc}")
+            self._error = exc
+        finally:
+            self._put(self._END)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def frames(self) -> Iterator[av.VideoFrame]:
+        self._thread.start()
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                break
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10) if self._thread.is_alive() else None
+        self.container.close()
+
+
+def _decode_all(
+    info: SourceInfo,
+    decoder: str,
+    output_path: Path,
+    container_kind: str,
+    settings: ProxySettings,
+    progress: ProgressCallback | None,
+) -> tuple[list[int], list[int], list[str], bool]:
+    """Run the decode -> filter -> encode loop once. Returns (source pts,
+    proxy pts, warnings, partial)."""
+    geometry = proxy_geometry(info, settings)
+    chain = filter_chain(info, geometry)
+    source = _Decoder(info, decoder)
+    source_pts: list[int] = []
+    proxy_pts: list[int] = []
+    nominal = _nominal_ticks(info)
+    frame_filter: _FrameFilter | None = None
+    started = last_report = time.monotonic()
+    output: _Output | None = None
+    try:
+        output = _Output(output_path, container_kind, info, geometry, settings)
+        for frame in source.frames():
+            if frame_filter is None or frame_filter.size != (frame.width, frame.height, frame.format.name):
+                frame_filter = _FrameFilter(frame, chain)
+            pts = _frame_pts(frame, source_pts[-1] if source_pts else None, nominal)
+            out_pts = output.proxy_pts(len(source_pts), pts)
+            output.write(frame_filter(frame), out_pts)
+            source_pts.append(pts)
+            proxy_pts.append(out_pts)
+            now = time.monotonic()
+            if progress is not None and now - last_report >= _PROGRESS_INTERVAL:
+                last_report = now
+                progress(len(source_pts), info.video.frame_count or None, len(source_pts) / max(now - started, 1e-6))
+        output.close()
+    except BaseException:
+        if output is not None:
+            _close_quietly(output.out)
+        raise
+    finally:
+        source.close()
+    warnings = []
+    if source.partial:
+        warnings.append(f"source ends in damaged or cut-off data after frame {len(source_pts)} ({source.tail_error}); the proxy holds the frames before it")
+    if source.bad_packets:
+        warnings.append(f"skipped {source.bad_packets} damaged packet(s); the proxy holds the {len(source_pts)} frames that decoded")
+    if progress is not None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        progress(len(source_pts), len(source_pts), len(source_pts) / elapsed)
+    return source_pts, proxy_pts, warnings, source.partial
+
+
+def _close_quietly(container: av.container.OutputContainer) -> None:
+    try:
+        container.close()
+    except Exception:  # the original error is the one worth reporting
+        pass
+
+
+def index_proxy(proxy_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, fractions.Fraction]:
+    """Demux a finished proxy (no decode) and locate each JPEG in the file.
+
+    Returns (proxy pts, byte offsets, sizes, proxy time base). The demuxer
+    reports where each packet's element starts; the JPEG itself starts a few
+    header bytes later (an AVI chunk header, a Matroska block header), found by
+    matching the packet's bytes, so the offsets are right for any container,
+    OpenDML AVI over 1 GiB included.
+    """
+    pts_list: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
+    with open(proxy_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with av.open(str(proxy_path)) as container:
+            stream = container.streams.video[0]
+            time_base = stream.time_base
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                body = bytes(packet)
+                start = packet.pos if packet.pos is not None and packet.pos >= 0 else (offsets[-1] + sizes[-1] if offsets else 0)
+                offset = data.find(body[:64], start, start + 64 + len(body[:64]) + 64)
+                if offset < 0 or data[offset : offset + len(body)] != body:
+                    raise EncodeError(proxy_path, f"cannot locate frame {len(offsets)} in the proxy file")
+                pts_list.append(packet.pts if packet.pts is not None else len(pts_list))
+                offsets.append(offset)
+                sizes.append(len(body))
+    return (
+        np.asarray(pts_list, np.int64),
+        np.asarray(offsets, np.uint64),
+        np.asarray(sizes, np.uint32),
+        time_base,
+    )
+
+
+def encode_proxy(
+    source: str | Path | SourceInfo,
+    output_base: str | Path,
+    settings: ProxySettings | None = None,
+    progress: ProgressCallback | None = None,
+) -> EncodeResult:
+    """Encode ``source`` into ``<output_base>.avi|.mkv`` and ``<output_base>.frames``.
+
+    Tries the decoders of ``settings.hwaccel`` in turn; a hardware decoder that
+    fails at any point (at open or after many frames) is dropped and the whole
+    encode runs again on the CPU. On any failure both output files are removed.
+    Raises :class:`SourceUnreadableError` when no frame decodes and
+    :class:`EncodeError` when writing fails (disk full, unwritable folder).
+    """
+    settings = settings or ProxySettings()
+    info = source if isinstance(source, SourceInfo) else probe(source, settings.stream)
+    base = Path(output_base)
+    kind = choose_container(info, settings)
+    proxy_path = base.parent / f"{base.name}.{kind}"
+    frame_map_path = base.parent / f"{base.name}.frames"
+    started = time.monotonic()
+    plan = _decoder_plan(settings.hwaccel)
+    last_error: Exception | None = None
+    for decoder in plan:
+        try:
+            source_pts, proxy_pts, warnings, partial = _decode_all(info, decoder, proxy_path, kind, settings, progress)
+        except HardwareDecodeError as exc:
+            _remove(proxy_path, frame_map_path)
+            last_error = exc
+            if settings.hwaccel not in ("auto", "none"):
+                raise BadInputError(info.path, f"hwaccel {decoder} failed: {exc.reason}") from exc
+            # A device that does not open is normal for "auto"; one that fails mid-way is news.
+            level = logging.INFO if "did not open" in exc.reason else logging.WARNING
+            log.log(level, "%s: %s; trying the next decoder", info.path, exc.reason)
+            continue
+        except BaseException as exc:
+            _remove(proxy_path, frame_map_path)
+            raise _as_encode_error(exc, info, proxy_path) from exc
+        break
+    else:  # pragma: no cover - "cpu" ends every auto plan
+        raise EncodeError(info.path, f"no decoder worked: {last_error}")
+    log.info("%s: decoded on %s", info.path, decoder)
+    try:
+        if not source_pts:
+            raise SourceUnreadableError(info.path, "video stream holds no decodable frame")
+        build_id = secrets.token_bytes(16)
+        pts, offsets, sizes, proxy_tb = index_proxy(proxy_path)
+        if len(offsets) != len(source_pts) or not np.array_equal(pts, np.asarray(proxy_pts, np.int64)):
+            raise EncodeError(proxy_path, f"proxy holds {len(offsets)} frames for {len(source_pts)} decoded source frames")
+        header = FrameMapHeader(
+            count=len(source_pts),
+            source_time_base=info.video.time_base,
+            source_start_pts=info.video.start_pts,
+            proxy_time_base=proxy_tb,
+            proxy_size=proxy_path.stat().st_size,
+            build_id=build_id,
+        )
+        write_frame_map(frame_map_path, header, np.asarray(source_pts, np.int64), pts, offsets, sizes)
+        _fsync_file(proxy_path)
+    except BaseException as exc:
+        _remove(proxy_path, frame_map_path)
+        raise _as_encode_error(exc, info, proxy_path) from exc
+    geometry = proxy_geometry(info, settings)
+    if partial:
+        log.warning("%s: %s", info.path, warnings[0])
+    return EncodeResult(
+        source=info,
+        proxy_path=proxy_path,
+        frame_map_path=frame_map_path,
+        container=kind,
+        frames=len(source_pts),
+        width=geometry.width,
+        height=geometry.height,
+        decoder=decoder,
+        partial=partial,
+        build_id=build_id.hex(),
+        seconds=time.monotonic() - started,
+        warnings=tuple(warnings),
+    )
+
+
+def _as_encode_error(exc: BaseException, info: SourceInfo, proxy_path: Path) -> BaseException:
+    """Keep our own errors and interrupts; say plainly what an OS error means."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)) or isinstance(exc, (BadInputError, SourceUnreadableError, EncodeError)):
+        return exc
+    if isinstance(exc, OSError):
+        errno_ = getattr(exc, "errno", None)
+        if errno_ in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
+            return EncodeError(proxy_path, "disk full (or file size limit reached) while writing the proxy")
+        if errno_ in (13, 1, 30):  # EACCES, EPERM, EROFS
+            return EncodeError(proxy_path, "cannot write the proxy here (permission denied or read-only)")
+        return EncodeError(proxy_path, f"writing the proxy failed: {exc.strerror or exc}")
+    return EncodeError(info.path, f"encode failed: {exc}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,269 @@
+"""``SourceInfo``: what a source segment holds, read without decoding it whole.
+
+Header facts (streams, codec, size, rate as declared) are kept apart from what
+a scan of the packet timestamps measured (frame count, variable rate): a
+header says 30 fps for an OBS recording that dropped a third of its frames.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from .errors import BadInputError, SourceUnreadableError
+
+log = logging.getLogger(__name__)
+
+#: Colour matrices as FFmpeg numbers them (AVColorSpace) -> names people know.
+MATRIX_NAMES = {0: "rgb", 1: "bt709", 2: "unspecified", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+RANGE_NAMES = {0: "unspecified", 1: "limited", 2: "full"}
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """One stream of the container, as its header describes it."""
+
+    index: int
+    type: str
+    codec: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """The chosen video stream.
+
+    ``width``/``height`` are the coded size; ``display_width``/``display_height``
+    the upright, square-pixel size a player shows (sample aspect and rotation
+    applied). ``start_pts`` is the container's start in this stream's time base:
+    source times are measured from it. ``frame_count`` and ``variable_rate``
+    come from scanning the packet timestamps.
+    """
+
+    index: int
+    video_number: int
+    codec: str
+    width: int
+    height: int
+    sample_aspect: fractions.Fraction
+    rotation: int
+    display_width: int
+    display_height: int
+    pix_fmt: str
+    bit_depth: int
+    matrix: str
+    color_range: str
+    time_base: fractions.Fraction
+    average_rate: fractions.Fraction | None
+    start_pts: int
+    frame_count: int
+    variable_rate: bool
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A probed source segment."""
+
+    path: Path
+    size: int
+    format_name: str
+    duration: float | None
+    streams: tuple[StreamSummary, ...]
+    video: VideoInfo
+    warnings: tuple[str, ...] = field(default=())
+
+
+def check_source_path(path: str | Path) -> Path:
+    """The absolute path of an existing regular file, else :class:`BadInputError`."""
+    p = Path(path).expanduser().absolute()
+    if not p.exists():
+        raise BadInputError(p, "no such file")
+    if p.is_dir():
+        raise BadInputError(p, "is a folder, not a video file")
+    if not p.is_file():
+        raise BadInputError(p, "is not a regular file")
+    return p
+
+
+def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
+    """Types of the top-level boxes of an ISO-BMFF file (cheap: seeks, no decode)."""
+    types = []
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        pos = 0
+        while pos + 8 <= size and len(types) < limit:
+            f.seek(pos)
+            header = f.read(16)
+            box_size = int.from_bytes(header[:4], "big")
+            types.append(header[4:8])
+            if box_size == 1 and len(header) >= 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                break
+            if box_size < 8:
+                break
+            pos += box_size
+    return types
+
+
+def open_container(path: Path) -> av.container.InputContainer:
+    """Open a source with PyAV, turning FFmpeg's refusals into plain reasons."""
+    if path.stat().st_size == 0:
+        raise SourceUnreadableError(path, "file is empty")
+    try:
+        return av.open(str(path), metadata_errors="replace")
+    except av.error.PermissionError as exc:
+        raise SourceUnreadableError(path, "permission denied") from exc
+    except (av.error.InvalidDataError, av.error.EOFError, av.error.ValueError, OSError) as exc:
+        boxes = _mp4_top_level_boxes(path)
+        if b"ftyp" in boxes[:2] and b"moov" not in boxes:
+            raise SourceUnreadableError(
+                path, "MP4 index (moov) missing: the recording was probably interrupted before it was closed"
+            ) from exc
+        raise SourceUnreadableError(path, "not a video file FFmpeg can read (unrecognised or damaged data)") from exc
+
+
+def choose_video_stream(container: av.container.InputContainer, path: Path, number: int | None) -> av.video.stream.VideoStream:
+    """The video stream a player shows by default (ffmpeg's rule: the largest
+    picture, default disposition first), or the ``number``-th video stream."""
+    videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not videos:
+        kinds = sorted({s.type for s in container.streams})
+        what = f"no video stream (only {', '.join(kinds)})" if kinds else "no streams at all"
+        raise SourceUnreadableError(path, what)
+    if number is not None:
+        if number >= len(videos):
+            raise BadInputError(path, f"has {len(videos)} video stream(s); stream {number} does not exist")
+        return videos[number]
+
+    def score(s: av.video.stream.VideoStream) -> tuple[int, int, int]:
+        cc = s.codec_context
+        default = 1 if s.disposition & av.stream.Disposition.default else 0
+        return (default, (cc.width or 0) * (cc.height or 0), -s.index)
+
+    return max(videos, key=score)
+
+
+def _describe(stream: av.stream.Stream) -> StreamSummary:
+    cc = stream.codec_context
+    if stream.type == "video":
+        rate = stream.average_rate or stream.guessed_rate
+        detail = f"{cc.width}x{cc.height} {cc.pix_fmt or '?'}" + (f" {float(rate):.3f} fps" if rate else "")
+    elif stream.type == "audio":
+        detail = f"{cc.sample_rate} Hz {getattr(cc.layout, 'name', '')}".strip()
+    else:
+        detail = ""
+    return StreamSummary(stream.index, stream.type, cc.name if cc else "?", detail)
+
+
+def scan_timestamps(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[int]:
+    """Presentation timestamps of every packet of ``stream``, sorted (demux only).
+
+    Packets without a pts are counted with a guessed one so that the count stays
+    right; a damaged tail simply ends the scan.
+    """
+    stamps: list[int] = []
+    last = None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is None:
+                pts = (last + 1) if last is not None else 0
+            stamps.append(pts)
+            last = pts
+    except (av.error.InvalidDataError, av.error.EOFError, OSError) as exc:
+        log.warning("%s: packet scan stopped early: %s", container.name, exc)
+    stamps.sort()
+    return stamps
+
+
+def is_variable_rate(stamps: list[int], time_base: fractions.Fraction) -> bool:
+    """True when frame durations vary beyond timestamp rounding (drops included)."""
+    if len(stamps) < 3:
+        return False
+    deltas = [b - a for a, b in zip(stamps, stamps[1:])]
+    typical = statistics.median(deltas)
+    tolerance = max(0.25 * typical, 1.5)
+    return any(abs(d - typical) > tolerance for d in deltas)
+
+
+def _normalise_rotation(degrees: float | int | None) -> int:
+    """Display rotation in whole quarter turns, counter-clockwise: 0, 90, 180 or 270."""
+    return (round((degrees or 0) / 90) * 90) % 360
+
+
+def read_first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> av.VideoFrame:
+    """Decode the first frame of ``stream`` (the header alone lacks rotation and colour)."""
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except (av.error.InvalidDataError, av.error.EOFError, OSError) as exc:
+        raise SourceUnreadableError(path, f"video stream does not decode: {exc}") from exc
+    raise SourceUnreadableError(path, "video stream holds no decodable frame")
+
+
+def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
+    """Probe a source (reads it): header facts, the first decoded frame (for
+    rotation, colour and pixel format) and a demux-only timestamp scan."""
+    p = check_source_path(path)
+    size = p.stat().st_size
+    with open_container(p) as container:
+        stream = choose_video_stream(container, p, stream_number)
+        video_number = [s.index for s in container.streams.video].index(stream.index)
+        summaries = tuple(_describe(s) for s in container.streams)
+        time_base = stream.time_base or fractions.Fraction(1, 90000)
+        if container.start_time is not None:  # microseconds
+            start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
+        else:
+            start_pts = stream.start_time or 0
+        rate = stream.average_rate or stream.guessed_rate
+        format_name = container.format.name
+        duration = container.duration / 1_000_000 if container.duration else None
+        codec = stream.codec_context.name
+        stream_index = stream.index
+        sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
+        first = read_first_frame(container, stream, p)
+    # A fresh container for the scan: seeking back is not reliable on every format.
+    with open_container(p) as container:
+        stamps = scan_timestamps(container, container.streams[stream_index])
+    rotation = _normalise_rotation(first.rotation)
+    width, height = first.width, first.height
+    square_width = round(width * sar)
+    display_w, display_h = (square_width, height) if rotation in (0, 180) else (height, square_width)
+    fmt = first.format
+    bit_depth = max((c.bits for c in fmt.components), default=8)
+    return SourceInfo(
+        path=p,
+        size=size,
+        format_name=format_name,
+        duration=duration,
+        streams=summaries,
+        video=VideoInfo(
+            index=stream_index,
+            video_number=video_number,
+            codec=codec,
+            width=width,
+            height=height,
+            sample_aspect=sar,
+            rotation=rotation,
+            display_width=display_w,
+            display_height=display_h,
+            pix_fmt=fmt.name,
+            bit_depth=bit_depth,
+            matrix=MATRIX_NAMES.get(first.colorspace, str(first.colorspace)),
+            color_range=RANGE_NAMES.get(first.color_range, str(first.color_range)),
+            time_base=time_base,
+            average_rate=fractions.Fraction(rate) if rate else None,
+            start_pts=start_pts,
+            frame_count=len(stamps),
+            variable_rate=is_variable_rate(stamps, time_base),
+        ),
+    )

@@ -1,0 +1,223 @@
+"""``ProxyReader``: frame k of a proxy, as JPEG bytes or RGB pixels, in about a millisecond.
+
+Frame k of the proxy is frame k of the source (the k-th in presentation
+order). Every lookup goes through the frame map: ``jpeg(k)`` is a slice of the
+memory-mapped proxy file, ``r[k]`` decodes that slice with libjpeg-turbo
+(simplejpeg; measured 0.7 ms for 640x360 against 1.5 ms with PyAV's MJPEG
+decoder and 2.6 ms with Pillow), and times come from the source pts recorded
+at encode time, never from ``k / fps``. Read-only and safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import fractions
+import json
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+import simplejpeg
+
+from .errors import ProxyFormatError
+from .framemap import FrameMap
+
+#: The standard Huffman tables (JPEG spec, annex K.3) as one DHT segment: MJPEG
+#: streams may leave them out ("AVI1"), standalone JPEG decoders need them.
+STANDARD_DHT = bytes.fromhex(
+    "ffc401a20000010501010101010100000000000000000102030405060708090a0b0100030101010101010101010000000000000102"
+    "030405060708090a0b100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1"
+    "c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455565758595a636465666768"
+    "696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8"
+    "c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9fa1100020102040403040705040400010277000102031104"
+    "052131061241510761711322328108144291a1b1c109233352f0156272d10a162434e125f11718191a262728292a35363738393a43"
+    "4445464748494a535455565758595a636465666768696a737475767778797a82838485868788898a92939495969798999aa2a3a4a5"
+    "a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa"
+)
+
+
+def complete_jpeg(data: bytes) -> bytes:
+    """``data`` with the standard Huffman tables inserted after SOI when it has none.
+
+    Neither marker can occur inside entropy-coded data (an 0xFF there is
+    always followed by 0x00 or a restart marker), so plain searches suffice.
+    """
+    sos = data.find(b"\xff\xda")
+    if sos < 0 or data.find(b"\xff\xc4", 0, sos) >= 0:
+        return data
+    return data[:2] + STANDARD_DHT + data[2:]
+
+
+@dataclass(frozen=True)
+class ProxyMetadata:
+    """What a proxy holds. ``average_rate`` is frames per second over the
+    whole segment (measured from the frame map); ``duration`` runs from the
+    source's start to the end of the last frame."""
+
+    width: int
+    height: int
+    frame_count: int
+    average_rate: float
+    duration: float
+    source_path: Path | None
+    settings: dict[str, Any]
+    variable_rate: bool
+    container: str
+    partial: bool
+    proxy_path: Path
+
+    def __repr__(self) -> str:
+        vfr = "variable" if self.variable_rate else "constant"
+        return (
+            f"ProxyMetadata({self.width}x{self.height}, {self.frame_count} frames, {self.average_rate:.3f} fps {vfr}, "
+            f"{self.duration:.3f} s, {self.container}, source={str(self.source_path)!r})"
+        )
+
+
+class ProxyReader:
+    """Random access to the frames of one proxy.
+
+    ``len(r)``, ``r[k]`` (RGB ``numpy.ndarray`` (H, W, 3) uint8; negative
+    indices, slices and lists give a stacked (N, H, W, 3) array),
+    ``r.jpeg(k)`` (a complete standalone JPEG), ``r.time_of(k)`` and
+    ``r.index_at(t)`` (source time in seconds from the source's start).
+    """
+
+    def __init__(self, proxy_path: str | Path) -> None:
+        self.path = Path(proxy_path)
+        self.frame_map = FrameMap(self.path.with_suffix(".frames"))
+        manifest = _read_manifest(self.path.with_suffix(".json"))
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            self.frame_map.close()
+            raise ProxyFormatError(self.path, f"cannot open proxy: {getattr(exc, 'strerror', None) or exc}") from exc
+        header = self.frame_map.header
+        build_id = manifest.get("build_id") if manifest else None
+        if size != header.proxy_size or (build_id is not None and build_id != header.build_id.hex()):
+            self.close()
+            raise ProxyFormatError(self.path, "proxy and frame map do not belong together (rebuild the proxy)")
+        self.metadata = self._metadata(manifest)
+
+    def _metadata(self, manifest: dict[str, Any] | None) -> ProxyMetadata:
+        fm = self.frame_map
+        n = len(fm)
+        proxy = (manifest or {}).get("proxy", {})
+        width, height = proxy.get("width"), proxy.get("height")
+        if (width is None or height is None) and n:
+            shape = simplejpeg.decode_jpeg_header(self.jpeg(0))
+            height, width = shape[0], shape[1]
+        span = float(fm.times[-1] - fm.times[0]) if n > 1 else 0.0
+        rate = (n - 1) / span if span > 0 else 0.0
+        duration = float(fm.times[-1]) + (1.0 / rate if rate else 0.0) if n else 0.0
+        source_video = (manifest or {}).get("source_video", {})
+        source = (manifest or {}).get("source", {}).get("path")
+        return ProxyMetadata(
+            width=int(width or 0),
+            height=int(height or 0),
+            frame_count=n,
+            average_rate=rate,
+            duration=duration,
+            source_path=Path(source) if source else None,
+            settings=(manifest or {}).get("settings", {}),
+            variable_rate=bool(source_video.get("variable_rate", self.path.suffix == ".mkv")),
+            container=self.path.suffix.lstrip("."),
+            partial=bool((manifest or {}).get("partial", False)),
+            proxy_path=self.path,
+        )
+
+    # -- frames -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.frame_map)
+
+    def _index(self, k: int) -> int:
+        n = len(self.frame_map)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise TypeError(f"frame index must be an integer, got {type(k).__name__}")
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError(f"frame {k} out of range: {self.path.name} has {n} frames")
+        return int(k)
+
+    def jpeg(self, k: int) -> bytes:
+        """Frame ``k`` as the bytes of a complete JPEG (decodable on its own)."""
+        k = self._index(k)
+        offset = int(self.frame_map.offsets[k])
+        return complete_jpeg(self._data[offset : offset + int(self.frame_map.sizes[k])])
+
+    def _pixels(self, k: int) -> np.ndarray:
+        return simplejpeg.decode_jpeg(self.jpeg(k), colorspace="RGB")
+
+    @overload
+    def __getitem__(self, key: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, key: slice | list[int] | np.ndarray) -> np.ndarray: ...
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """RGB pixels of frame ``key`` (H, W, 3), or of several frames (N, H, W, 3)."""
+        if isinstance(key, slice):
+            indices = range(*key.indices(len(self)))
+        elif isinstance(key, (list, tuple, np.ndarray)):
+            indices = [self._index(int(i)) if isinstance(i, (int, np.integer)) else self._index(i) for i in key]
+        else:
+            return self._pixels(self._index(key))
+        if len(indices) == 0:
+            return np.empty((0, self.metadata.height, self.metadata.width, 3), np.uint8)
+        return np.stack([self._pixels(k) for k in indices])
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self._pixels(k)
+
+    # -- time ---------------------------------------------------------------------
+
+    def time_of(self, k: int) -> float:
+        """Source time of frame ``k`` in seconds from the source's start (its pts, exact)."""
+        return self.frame_map.time_of(self._index(k))
+
+    def index_at(self, t: float) -> int:
+        """The frame shown at source time ``t``: the last frame whose time <= t."""
+        if len(self) == 0:
+            raise IndexError(f"{self.path.name} has no frames")
+        return self.frame_map.index_at(float(t))
+
+    def pts_of(self, k: int) -> int:
+        """Source pts of frame ``k``, in the source stream's time base."""
+        return int(self.frame_map.source_pts[self._index(k)])
+
+    @property
+    def source_time_base(self) -> fractions.Fraction:
+        return self.frame_map.header.source_time_base
+
+    # -- lifetime -------------------------------------------------------------------
+
+    def close(self) -> None:
+        data = getattr(self, "_data", None)
+        if data is not None:
+            data.close()
+            self._data = None  # type: ignore[assignment]
+        self.frame_map.close()
+
+    def __enter__(self) -> "ProxyReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProxyReader({str(self.path)!r}, {len(self)} frames)"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,205 @@
+"""Synthetic recordings whose frames carry their own index in their pixels.
+
+Used by ``scrubproxy demo``, the tests and the benchmarks: every frame shows its
+index as a 3 x 8 grid of black/white cells over the top half of the picture (24
+bits, big enough to survive downscaling to a few dozen pixels and strong JPEG
+compression), saturated colour patches for colour checks and a moving texture
+so that encoders see real motion. ``read_index`` recovers the index from an RGB
+picture of any size.
+"""
+
+from __future__ import annotations
+
+import fractions
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+INDEX_ROWS = 3
+INDEX_COLS = 8
+INDEX_BITS = INDEX_ROWS * INDEX_COLS
+
+#: Saturated patches (RGB) drawn in the lower half, left to right: red, green,
+#: blue, yellow, cyan, magenta, mid grey. Colour-matrix mistakes show up here.
+PATCH_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (220, 30, 30),
+    (30, 200, 40),
+    (30, 40, 220),
+    (230, 220, 30),
+    (30, 210, 220),
+    (210, 40, 200),
+    (128, 128, 128),
+)
+
+
+def _cell_box(row: int, col: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel box (y0, y1, x0, x1) of one index cell in a picture of this size."""
+    band = height // 2
+    y0, y1 = row * band // INDEX_ROWS, (row + 1) * band // INDEX_ROWS
+    x0, x1 = col * width // INDEX_COLS, (col + 1) * width // INDEX_COLS
+    return y0, y1, x0, x1
+
+
+def patch_box(i: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel box (y0, y1, x0, x1) of colour patch ``i``, inner part only."""
+    n = len(PATCH_COLOURS)
+    y0, y1 = height * 5 // 8, height * 7 // 8
+    x0, x1 = i * width // n, (i + 1) * width // n
+    my, mx = (y1 - y0) // 4, (x1 - x0) // 4
+    return y0 + my, y1 - my, x0 + mx, x1 - mx
+
+
+class PatternPainter:
+    """Paints frame ``k`` as an RGB array; keeps its static layers between frames."""
+
+    def __init__(self, width: int, height: int, seed: int = 1) -> None:
+        self.width, self.height = width, height
+        rng = np.random.default_rng(seed)
+        # A smooth texture, wider than the picture, rolled sideways for motion.
+        small = rng.integers(40, 200, size=(max(2, height // 16), max(2, width // 16), 3))
+        tex = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:height].astype(np.uint8)
+        self._texture = np.ascontiguousarray(np.pad(tex, ((0, height - tex.shape[0]), (0, 0), (0, 0)), mode="edge"))
+        self._base = np.zeros((height, width, 3), np.uint8)
+
+    def paint(self, k: int) -> np.ndarray:
+        h, w = self.height, self.width
+        img = self._base
+        tex = np.roll(self._texture, 7 * k, axis=1)[:, :w]
+        img[:] = tex[:h, :w]
+        for bit in range(INDEX_BITS):
+            row, col = divmod(bit, INDEX_COLS)
+            y0, y1, x0, x1 = _cell_box(row, col, h, w)
+            img[y0:y1, x0:x1] = 255 if (k >> (INDEX_BITS - 1 - bit)) & 1 else 0
+        for i, rgb in enumerate(PATCH_COLOURS):
+            n = len(PATCH_COLOURS)
+            img[h * 5 // 8 : h * 7 // 8, i * w // n : (i + 1) * w // n] = rgb
+        return img.copy()
+
+
+def read_index(rgb: np.ndarray) -> int:
+    """Read the frame index painted by :class:`PatternPainter` from an RGB picture."""
+    h, w = rgb.shape[:2]
+    luma = rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    value = 0
+    for bit in range(INDEX_BITS):
+        row, col = divmod(bit, INDEX_COLS)
+        y0, y1, x0, x1 = _cell_box(row, col, h, w)
+        my, mx = (y1 - y0) // 4, (x1 - x0) // 4
+        cell = luma[y0 + my : y1 - my, x0 + mx : x1 - mx]
+        value = (value << 1) | int(cell.mean() > 128)
+    return value
+
+
+@dataclass(frozen=True)
+class RecordingSpec:
+    """What :func:`make_recording` writes.
+
+    ``rate`` is the nominal frame rate; ``times`` (seconds), when given,
+    overrides it with explicit presentation times for a variable-rate file.
+    """
+
+    path: Path
+    frames: int = 60
+    width: int = 320
+    height: int = 240
+    rate: fractions.Fraction = fractions.Fraction(30)
+    codec: str = "libx264"
+    gop: int = 30
+    bframes: int = 0
+    pix_fmt: str = "yuv420p"
+    colorspace: str = "ITU601"  # matrix used to write the pixels (and tagged)
+    full_range: bool = False
+    rotation: int = 0  # display rotation stored as metadata, degrees
+    sample_aspect: fractions.Fraction | None = None
+    times: Sequence[float] | None = None
+    start_time: float = 0.0
+    codec_options: tuple[tuple[str, str], ...] = ()
+    audio: bool = False
+
+
+def _time_base_for(spec: RecordingSpec) -> fractions.Fraction:
+    if spec.times is not None:
+        return fractions.Fraction(1, 90000)
+    return 1 / fractions.Fraction(spec.rate)
+
+
+def make_recording(spec: RecordingSpec) -> Path:
+    """Encode a synthetic recording described by ``spec`` with PyAV (writes ``spec.path``)."""
+    path = Path(spec.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    painter = PatternPainter(spec.width, spec.height)
+    time_base = _time_base_for(spec)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(spec.codec, rate=spec.rate)
+        stream.width, stream.height = spec.width, spec.height
+        stream.pix_fmt = spec.pix_fmt
+        stream.time_base = time_base
+        cc = stream.codec_context
+        cc.time_base = time_base
+        cc.gop_size = spec.gop
+        cc.max_b_frames = spec.bframes
+        colorspace = av.video.reformatter.Colorspace[spec.colorspace]
+        cc.colorspace = int(colorspace)
+        cc.color_range = 2 if spec.full_range else 1
+        if spec.sample_aspect is not None:
+            cc.sample_aspect_ratio = spec.sample_aspect
+        options = {"bf": str(spec.bframes)} if spec.codec == "libx264" else {}
+        if spec.codec == "libx264":
+            options.update({"preset": "veryfast", "keyint_min": str(spec.gop), "sc_threshold": "0"})
+        if spec.codec == "libx265":
+            options.update({"preset": "ultrafast", "x265-params": f"keyint={spec.gop}:bframes={spec.bframes}:log-level=error"})
+        options.update(dict(spec.codec_options))
+        cc.options = options
+        if spec.rotation:
+            stream.set_display_rotation(spec.rotation)
+        audio = out.add_stream("aac", rate=48000) if spec.audio else None
+        start_ticks = round(spec.start_time / time_base)
+        audio_samples = 0
+        for k in range(spec.frames):
+            frame = av.VideoFrame.from_ndarray(painter.paint(k), format="rgb24")
+            frame = frame.reformat(
+                format=spec.pix_fmt,
+                dst_colorspace=colorspace,
+                dst_color_range=2 if spec.full_range else 1,
+            )
+            frame.colorspace = int(colorspace)
+            frame.color_range = 2 if spec.full_range else 1
+            if spec.times is not None:
+                frame.pts = start_ticks + round(spec.times[k] / time_base)
+            else:
+                frame.pts = start_ticks + k
+            frame.time_base = time_base
+            out.mux(stream.encode(frame))
+            if audio is not None:
+                audio_samples = _mux_silence(out, audio, audio_samples, int((k + 1) / spec.rate * 48000))
+        out.mux(stream.encode(None))
+        if audio is not None:
+            out.mux(audio.encode(None))
+    return path
+
+
+def _mux_silence(out: av.container.OutputContainer, audio: av.audio.stream.AudioStream, have: int, want: int) -> int:
+    """Mux silence until the audio holds ``want`` samples; returns the samples muxed."""
+    while have + 1024 <= want:
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = have
+        out.mux(audio.encode(frame))
+        have += 1024
+    return have
+
+
+def vfr_times(seed: int = 3, stretches: Iterable[tuple[float, int]] = ((60, 40), (30, 30), (20, 20), (60, 30)), drop: float = 0.1) -> list[float]:
+    """Presentation times of a variable-rate recording: stretches of
+    (rate, frames), with about ``drop`` of the frames dropped at random."""
+    rng = np.random.default_rng(seed)
+    times, t = [], 0.0
+    for rate, count in stretches:
+        for _ in range(count):
+            if not times or rng.random() >= drop:
+                times.append(round(t, 6))
+            t += 1.0 / rate
+    return times
