@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ TAG_TEXT = (
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
     "# scrubproxy may delete anything it made here; see https://bford.info/cachedir/\n"
 )
-SAMPLE_BLOCK = 16 * 1024
+SAMPLE_BLOCK = 4096  # one page each: enough to tell two recordings apart, cheap on a hit
 #: A temporary file of a writer on another host counts as abandoned after this long unmodified.
 ABANDONED_AFTER = 3600.0
 MANIFEST_KIND = "scrubproxy-manifest"
@@ -81,8 +82,9 @@ def validate_session(session: str | None) -> str:
 
 
 def sample_hash(path: Path, size: int) -> str:
-    """Hash of the start, middle and end blocks of a file (reads at most 48 KiB)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Hash of the size and the start, middle and end blocks of a file (reads
+    at most 12 KiB; SHA-256 because CPUs hash it in hardware)."""
+    h = hashlib.sha256()
     h.update(size.to_bytes(8, "little"))
     with open(path, "rb") as f:
         if size <= 3 * SAMPLE_BLOCK:
@@ -91,7 +93,7 @@ def sample_hash(path: Path, size: int) -> str:
             for offset in (0, size // 2 - SAMPLE_BLOCK // 2, size - SAMPLE_BLOCK):
                 f.seek(offset)
                 h.update(f.read(SAMPLE_BLOCK))
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def source_fingerprint(path: Path) -> dict[str, Any]:
@@ -104,9 +106,9 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _matches_record(path: Path, record: dict[str, Any]) -> bool:
+def _matches_record(path: str, record: dict[str, Any]) -> bool:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return False
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
@@ -212,7 +214,15 @@ class ProxyCache:
 
     @staticmethod
     def _resolve_source(source: str | Path) -> Path:
-        return check_source_path(source).resolve()
+        """The source's real path (links resolved), or the precise error for a bad one."""
+        real = os.path.realpath(os.path.expanduser(os.fspath(source)))
+        try:
+            regular = stat.S_ISREG(os.stat(real).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            check_source_path(source)  # raises: missing, folder, not a regular file
+        return Path(real)
 
     def path_for(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
@@ -265,7 +275,7 @@ class ProxyCache:
         if recorded.get("path") != str(source):
             return False
         try:
-            st = source.stat()
+            st = os.stat(source)
         except OSError:
             return False
         if st.st_size != recorded.get("size") or st.st_mtime_ns != recorded.get("mtime_ns"):
@@ -276,7 +286,8 @@ class ProxyCache:
     def _files_match(manifest: dict[str, Any], sdir: Path) -> bool:
         try:
             proxy, frames = manifest["proxy"], manifest["frame_map"]
-            return _matches_record(sdir / proxy["file"], proxy) and _matches_record(sdir / frames["file"], frames)
+            folder = os.fspath(sdir)
+            return _matches_record(os.path.join(folder, proxy["file"]), proxy) and _matches_record(os.path.join(folder, frames["file"]), frames)
         except (KeyError, TypeError):
             return False
 
