@@ -59,9 +59,10 @@ class PatternPainter:
         self.width, self.height = width, height
         rng = np.random.default_rng(seed)
         # A smooth texture, wider than the picture, rolled sideways for motion.
-        small = rng.integers(40, 200, size=(max(2, height // 16), max(2, width // 16), 3))
+        # Blocks rounded up so that sizes that are not multiples of 16 are covered.
+        small = rng.integers(40, 200, size=(max(2, -(-height // 16)), max(2, -(-width // 16)), 3))
         tex = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:height].astype(np.uint8)
-        self._texture = np.ascontiguousarray(np.pad(tex, ((0, height - tex.shape[0]), (0, 0), (0, 0)), mode="edge"))
+        self._texture = np.ascontiguousarray(tex)
         self._base = np.zeros((height, width, 3), np.uint8)
 
     def paint(self, k: int) -> np.ndarray:
