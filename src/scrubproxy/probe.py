@@ -120,7 +120,7 @@ def open_container(path: Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="replace")
     except av.error.PermissionError as exc:
         raise SourceUnreadableError(path, "permission denied") from exc
-    except (av.error.InvalidDataError, av.error.EOFError, av.error.ValueError, OSError) as exc:
+    except (av.error.FFmpegError, OSError) as exc:
         boxes = _mp4_top_level_boxes(path)
         if b"ftyp" in boxes[:2] and b"moov" not in boxes:
             raise SourceUnreadableError(
