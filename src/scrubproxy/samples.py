@@ -118,6 +118,7 @@ class RecordingSpec:
     times: Sequence[float] | None = None
     start_time: float = 0.0
     codec_options: tuple[tuple[str, str], ...] = ()
+    container_options: tuple[tuple[str, str], ...] = ()  # e.g. (("movflags", "frag_keyframe+empty_moov"),)
     audio: bool = False
 
 
@@ -133,7 +134,7 @@ def make_recording(spec: RecordingSpec) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     painter = PatternPainter(spec.width, spec.height)
     time_base = _time_base_for(spec)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=dict(spec.container_options)) as out:
         stream = out.add_stream(spec.codec, rate=spec.rate)
         stream.width, stream.height = spec.width, spec.height
         stream.pix_fmt = spec.pix_fmt
