@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .framemap import FrameMapHeader, write_frame_map
-from .probe import SourceInfo, open_container, probe
+from .probe import SourceInfo, open_container, probe, truncation_reason
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -488,6 +488,10 @@ def encode_proxy(
     else:  # pragma: no cover - "cpu" ends every auto plan
         raise EncodeError(info.path, f"no decoder worked: {last_error}")
     log.info("%s: decoded on %s", info.path, decoder)
+    cut = truncation_reason(info.path)
+    if cut is not None and not partial:  # the demuxer just stops at a cut: only the file's structure tells
+        partial = True
+        warnings.insert(0, f"source is cut off ({cut}): the recording was probably interrupted; the proxy holds the {len(source_pts)} frames that decode")
     try:
         if not source_pts:
             raise SourceUnreadableError(info.path, "video stream holds no decodable frame")
