@@ -132,17 +132,21 @@ def _write_json_atomically(path: Path, data: dict[str, Any], temp: Path) -> None
     _fsync_dir(path.parent)
 
 
+def _host_token() -> str:
+    """This host's name as temp-file owners spell it: only ``[A-Za-z0-9_]``, the
+    characters ``TEMP_FILE_RE`` accepts in an owner (host names may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())[:32] or "host"
+
+
 def _owner_token() -> str:
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32] or "host"
-    return f"{host}_{os.getpid()}_{secrets.token_hex(4)}".replace("-", "_")
+    return f"{_host_token()}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def _owner_alive(owner: str, mtime: float) -> bool:
     """Is the writer that owns a temp file still at work? Same host: its pid
     lives. Other host: the file changed within ``ABANDONED_AFTER``."""
     parts = owner.rsplit("_", 2)
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32].replace("-", "_")
-    if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == _host_token() and parts[1].isdigit():
         pid = int(parts[1])
         if pid == os.getpid():
             return True
