@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,9 @@ CHILD = textwrap.dedent(
     from scrubproxy import ProxyCache, ProxySettings
 
     root, source, point, force = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "force"
+    if os.environ.get("CHILD_HOSTNAME"):  # a machine named like most servers: host.domain
+        import socket
+        socket.gethostname = lambda: os.environ["CHILD_HOSTNAME"]
     real_replace, real_unlink = os.replace, os.unlink
 
     def die():
@@ -69,12 +73,13 @@ def slow_source(make_media) -> Path:
     return make_media("slow-640x480.mp4", frames=FRAMES, width=640, height=480, gop=FRAMES, codec_options=(("preset", "ultrafast"),))
 
 
-def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False) -> subprocess.Popen:
+def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(cache.root), str(source), point, "force" if force else "build"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CHILD_HOSTNAME": hostname},
     )
 
 
@@ -129,6 +134,25 @@ def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCa
     assert not any(n.endswith(".json") and not n.startswith(".") for n in names), names  # the manifest had not
     assert_no_valid_partial(cache, slow_source)
     assert_rebuilt_and_clean(cache, slow_source)
+
+
+@pytest.mark.parametrize("hostname", ["rec-01", "rec-01.studio.example.com"])
+def test_leftovers_of_a_killed_run_are_listed_removed_on_next_use_and_cleanable(cache: ProxyCache, cfr_source: Path, hostname: str, monkeypatch):
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)  # the same machine as the child
+    child = start_child(cache, cfr_source, "before-manifest-rename", hostname=hostname)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err
+    sdir = cache.root / "default"
+    leftovers = [p for p in sdir.iterdir() if p.name.startswith(".")]
+    assert leftovers, "the kill should have left the temporary manifest"
+    [entry] = cache.entries()
+    assert entry.state == "orphan" and set(leftovers) <= set(entry.files)
+    cache.ensure(cfr_source, settings=SETTINGS)
+    assert not any(p.exists() for p in leftovers)
+    child = start_child(cache, cfr_source, "before-manifest-rename", force=True, hostname=hostname)
+    child.communicate(timeout=120)
+    assert cache.cleanup() == 1
+    assert not sdir.exists() or list(sdir.iterdir()) == []
 
 
 def test_kill_during_a_forced_rebuild_leaves_no_mismatched_proxy(cache: ProxyCache, slow_source: Path):
