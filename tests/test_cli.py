@@ -7,9 +7,11 @@ import json
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -343,3 +345,30 @@ def test_corrupt_packets_are_skipped_with_a_warning_and_an_honest_count(run_cli,
             if index < 25 or index >= 30:  # frames with sound references show exactly their own index
                 assert read_index(r[k]) == index
     assert any("damaged" in w for w in manifest["warnings"])
+
+
+def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
+    src = make_media("slow-640x480.mp4", frames=300, width=640, height=480, gop=300, codec_options=(("preset", "ultrafast"),))
+    root = tmp_path / "cache"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scrubproxy.cli", "proxy", "--height", "480", src],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SCRUBPROXY_CACHE_DIR": str(root)},
+    )
+    sdir = root / "default"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        temps = list(sdir.glob(".*.tmp.avi")) if sdir.exists() else []
+        if temps and temps[0].stat().st_size > 100_000:
+            break
+        time.sleep(0.002)
+    else:
+        pytest.fail(f"the encode was not caught mid-way: {child.communicate()}")
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert out == "" and err.strip() == "interrupted"
+    # Stopped, not finished in the background: nothing was published, no temp file is left.
+    assert cache_files(root) == []
