@@ -418,3 +418,17 @@ def test_failed_forced_rebuild_keeps_the_valid_proxy(cache: ProxyCache, source: 
         cache.ensure(source, settings=ProxySettings(stream=3), force=True)
     assert tree(cache.root / "default") == snapshot
     assert cache.lookup(source) == proxy
+
+
+def test_threads_ensuring_one_source_share_one_encode(cache: ProxyCache, source: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ensure(_: int) -> tuple[Path, bool]:
+        calls: list[tuple] = []
+        return cache.ensure(source, progress=lambda *a: calls.append(a)), bool(calls)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ensure, range(4)))
+    assert len({path for path, _ in results}) == 1
+    assert sum(encoded for _, encoded in results) == 1
+    assert indices(results[0][0]) == list(range(60))

@@ -248,3 +248,20 @@ def test_disk_full_during_a_forced_rebuild_keeps_the_old_valid_proxy(cache: Prox
     assert "disk full" in result.stderr and len(result.stderr.splitlines()) == 1
     assert {p.name: p.read_bytes() for p in proxy.parent.iterdir()} == before
     assert cache.lookup(cfr_source) == proxy
+
+
+def test_cleanup_during_an_encode_skips_it_and_the_encode_succeeds(cache: ProxyCache, slow_source: Path, session_sources):
+    done = cache.ensure(session_sources[0])
+    child = start_child(cache, slow_source, "none")
+    sdir = cache.root / "default"
+    deadline = time.monotonic() + 60
+    while not list(sdir.glob(".*.tmp.avi")):
+        assert time.monotonic() < deadline and child.poll() is None, "the encode was not caught mid-way"
+        time.sleep(0.002)
+    removed = cache.cleanup()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and out.strip() == "finished", err
+    assert removed == 1 and not done.exists()
+    proxy = cache.lookup(slow_source, settings=SETTINGS)
+    assert proxy is not None
+    assert_full_proxy(proxy)
