@@ -111,7 +111,9 @@ def big_avi(folder: Path, gib: float) -> dict:
     t = time.perf_counter()
     with av.open(str(path), "w", format="avi") as out:
         stream = out.add_stream("mjpeg", rate=60)
-        stream.width, stream.height = 1920, 1080
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuvj420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 60)
+        stream.codec_context.color_range = 2
         for k in range(total):
             packet = av.Packet(jpegs[k % DISTINCT])
             packet.pts = packet.dts = k

@@ -57,6 +57,7 @@ PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json)")
 TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>[A-Za-z0-9_-]+)\.tmp\.(?P<ext>avi|mkv|frames|json)")
 TAG_NAME = "CACHEDIR.TAG"
 LOCKS_DIR = ".locks"
+RESERVED_NAMES = (".", "..", LOCKS_DIR, TAG_NAME)
 TAG_TEXT = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
@@ -71,13 +72,14 @@ MANIFEST_KIND = "scrubproxy-manifest"
 def validate_session(session: str | None) -> str:
     """The session folder name for ``session`` (``None`` -> ``"default"``).
 
-    Only ``[A-Za-z0-9._-]{1,128}`` and never ``.`` or ``..``, so no session id
-    can name a folder outside its own.
+    Only ``[A-Za-z0-9._-]{1,128}`` and never ``.``, ``..`` or a name the cache
+    root uses itself (``.locks``, ``CACHEDIR.TAG``), so no session id can name
+    a folder outside its own or one that listing and cleanup skip.
     """
     if session is None:
         return DEFAULT_SESSION
-    if not isinstance(session, str) or not SESSION_RE.fullmatch(session) or session in (".", ".."):
-        raise InvalidSessionError(None, f"invalid session id {session!r}: use 1 to 128 of A-Z a-z 0-9 . _ - (not '.' or '..')")
+    if not isinstance(session, str) or not SESSION_RE.fullmatch(session) or session in RESERVED_NAMES:
+        raise InvalidSessionError(None, f"invalid session id {session!r}: use 1 to 128 of A-Z a-z 0-9 . _ - (not '.', '..', '{LOCKS_DIR}' or '{TAG_NAME}')")
     return session
 
 
@@ -132,17 +134,21 @@ def _write_json_atomically(path: Path, data: dict[str, Any], temp: Path) -> None
     _fsync_dir(path.parent)
 
 
+def _host_token() -> str:
+    """This host's name as temp-file owners spell it: only ``[A-Za-z0-9_]``, the
+    characters ``TEMP_FILE_RE`` accepts in an owner (host names may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())[:32] or "host"
+
+
 def _owner_token() -> str:
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32] or "host"
-    return f"{host}_{os.getpid()}_{secrets.token_hex(4)}".replace("-", "_")
+    return f"{_host_token()}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def _owner_alive(owner: str, mtime: float) -> bool:
     """Is the writer that owns a temp file still at work? Same host: its pid
     lives. Other host: the file changed within ``ABANDONED_AFTER``."""
     parts = owner.rsplit("_", 2)
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32].replace("-", "_")
-    if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == _host_token() and parts[1].isdigit():
         pid = int(parts[1])
         if pid == os.getpid():
             return True
@@ -449,7 +455,7 @@ class ProxyCache:
             return [validate_session(session)]
         try:
             return sorted(
-                e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in (".", "..", LOCKS_DIR)
+                e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in RESERVED_NAMES
             )
         except FileNotFoundError:
             return []

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -117,11 +118,14 @@ def progress_bar(enabled: bool) -> Progress:
 def ensure_all(cache: ProxyCache, sources: list[Path], session: Optional[str], settings: ProxySettings, force: bool, jobs: int, show: bool) -> list[Path]:
     """Ensure proxies for ``sources`` (``jobs`` at a time) with a progress bar; returns their paths in order."""
     results: dict[int, Path] = {}
+    interrupted = threading.Event()
     with progress_bar(show) as bar:
         def run(i: int, src: Path) -> Path:
             task = bar.add_task(src.name, total=None, fps=0.0)
 
             def update(done: int, total: Optional[int], fps: float) -> None:
+                if interrupted.is_set():  # Ctrl-C reaches only the main thread: stop this encode too
+                    raise KeyboardInterrupt
                 bar.update(task, completed=done, total=total, fps=fps)
 
             path = cache.ensure(src, session, settings, progress=update, force=force)
@@ -130,8 +134,14 @@ def ensure_all(cache: ProxyCache, sources: list[Path], session: Optional[str], s
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(run, i, src): i for i, src in enumerate(sources)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+            try:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+            except KeyboardInterrupt:
+                interrupted.set()
+                for fut in futures:
+                    fut.cancel()
+                raise
     return [results[i] for i in range(len(sources))]
 
 

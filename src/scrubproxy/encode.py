@@ -404,7 +404,8 @@ def _decode_all(
     if source.partial:
         warnings.append(f"source ends in damaged data after frame {len(source_pts)} ({source.tail_error}); the proxy holds the frames before it")
     elif info.truncated is not None:
-        warnings.append(f"recording was cut short ({info.truncated}); the proxy holds the {len(source_pts)} frames that decode")
+        # The demuxer just stops at a cut: only the file's structure tells.
+        warnings.append(f"source is cut off ({info.truncated}): the recording was probably interrupted; the proxy holds the {len(source_pts)} frames that decode")
     if source.corrupt_frames:
         warnings.append(f"{source.corrupt_frames} frame(s) decoded from damaged data (shown as the decoder concealed them)")
     if source.bad_packets:
