@@ -19,6 +19,7 @@ from .errors import (
     SourceUnreadableError,
 )
 from .probe import SourceInfo, probe
+from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "EncodeResult",
     "InvalidSessionError",
     "ProxyCache",
+    "ProxyMetadata",
+    "ProxyReader",
     "ProxySettings",
     "ScrubProxyError",
     "SourceInfo",

@@ -354,8 +354,10 @@ class _Decoder:
             raise self._error
 
     def close(self) -> None:
+        """Stop the decode thread (it checks between packets) before freeing the container under it."""
         self._stop.set()
-        self._thread.join(timeout=10) if self._thread.is_alive() else None
+        if self._thread.is_alive():
+            self._thread.join()
         self.container.close()
 
 
