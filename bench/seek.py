@@ -18,6 +18,7 @@ import sys
 import time
 
 import av
+import numpy as np
 import simplejpeg
 
 from common import hd_source, percentile, save, table
@@ -63,6 +64,37 @@ def decord_reader(src):
     return lambda k: vr[k].asnumpy()
 
 
+def jpeg_decoders(reader, ks) -> dict:
+    """The same JPEGs through each candidate decoder: why r[k] uses simplejpeg."""
+    import io
+
+    from PIL import Image
+
+    codec = av.CodecContext.create("mjpeg", "r")
+    candidates = {
+        "simplejpeg (libjpeg-turbo)": lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB"),
+        "PyAV mjpeg decoder + rgb24": lambda b: codec.decode(av.Packet(b))[0].to_ndarray(format="rgb24"),
+        "Pillow": lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")),
+    }
+    blobs = [reader.jpeg(k) for k in ks]
+    out = {}
+    for name, fn in candidates.items():
+        fn(blobs[0])
+        times, images = timed_calls(fn, blobs)
+        exact = sum(read_index(img) == k for img, k in zip(images, ks))
+        out[name] = {"median_ms": statistics.median(times), "p99_ms": percentile(times, 99), "exact": exact, "n": len(ks)}
+    return out
+
+
+def torchcodec_reader(src):
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception:  # not installable everywhere (needs torch and FFmpeg libraries)
+        return None
+    decoder = VideoDecoder(str(src), seek_mode="exact")
+    return lambda k: decoder[k].permute(1, 2, 0).numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=500)
@@ -90,6 +122,9 @@ def main() -> None:
     dec = decord_reader(src)
     if dec is not None:
         methods["decord (source)"] = (dec, ks[: args.source_frames], read_index)
+    tc = torchcodec_reader(src)
+    if tc is not None:
+        methods["torchcodec exact (source)"] = (tc, ks[: args.source_frames], read_index)
     rows, data = [], {}
     for name, (fn, sample, check) in methods.items():
         fn(sample[0])  # warm
@@ -110,12 +145,15 @@ def main() -> None:
     for k in range(n):
         reader.jpeg(k)
     seq_jpeg = n / (time.perf_counter() - t)
+    decoders = jpeg_decoders(reader, ks[:200])
     reader.close()
-    summary = {"source": src.name, "frames": n, "methods": data, "open_ms_median": statistics.median(opens), "open_ms_p99": percentile(opens, 99), "sequential_fps": {"rgb": seq_rgb, "jpeg": seq_jpeg}}
+    summary = {"jpeg_decoders": decoders, "source": src.name, "frames": n, "methods": data, "open_ms_median": statistics.median(opens), "open_ms_p99": percentile(opens, 99), "sequential_fps": {"rgb": seq_rgb, "jpeg": seq_jpeg}}
     out = save("seek", summary)
     print(table(["method", "frames", "median ms", "p99 ms", "median vs exact source seek", "exact"], rows))
     print()
     print(f"sequential read: r[k] {seq_rgb:.0f} frames/s, r.jpeg(k) {seq_jpeg:.0f} frames/s; ProxyReader open: median {summary['open_ms_median']:.3f} ms, p99 {summary['open_ms_p99']:.3f} ms")
+    print()
+    print(table(["JPEG decoder (same 200 proxy frames)", "median ms", "p99 ms", "exact"], [[n, f"{d['median_ms']:.3f}", f"{d['p99_ms']:.3f}", f"{100 * d['exact'] / d['n']:.0f}%"] for n, d in decoders.items()]))
     print(f"results: {out}")
 
 
