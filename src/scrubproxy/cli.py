@@ -318,6 +318,12 @@ def demo(
         raise typer.Exit(1)
 
 
+# scrubproxy serve: HTTP frame server and scrubber page
+from .cli_serve import serve  # noqa: E402
+
+app.command()(handles_errors(serve))
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
