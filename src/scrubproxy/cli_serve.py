@@ -93,11 +93,11 @@ def serve(
         sock = bind(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         url = f"http://{shown_host}:{sock.getsockname()[1]}/"
-        stderr.print(f"serving {len(proxies)} segment(s), {timeline.frames} frames, {timeline.duration:.1f} s", highlight=False)
+        stderr.print(f"serving {len(proxies)} segment(s), {timeline.frames} frames, {timeline.duration:.1f} s", highlight=False, soft_wrap=True)
         if token is None:
-            stderr.print(f"open {url}  (loopback only; Ctrl+C stops)", highlight=False)
+            stderr.print(f"open {url}  (loopback only; Ctrl+C stops)", highlight=False, soft_wrap=True)
         else:
-            stderr.print(f"open {url}?token={token}  (anyone with the token can see these frames; Ctrl+C stops)", highlight=False)
+            stderr.print(f"open {url}?token={token}  (anyone with the token can see these frames; Ctrl+C stops)", highlight=False, soft_wrap=True)
         if open_browser:
             webbrowser.open(url + (f"?token={token}" if token else ""))
         config = uvicorn.Config(create_app(timeline, token), log_level="warning", access_log=False, timeout_graceful_shutdown=2)

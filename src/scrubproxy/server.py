@@ -76,7 +76,9 @@ def parse_time(request: Request) -> float:
     if raw is None:
         raise HTTPError(400, "missing t (seconds on the timeline)")
     try:
-        t = float(raw[:64])
+        if len(raw) > 64:
+            raise ValueError
+        t = float(raw)
     except ValueError:
         raise HTTPError(400, f"t must be a number of seconds, got {raw[:32]!r}") from None
     if not (t >= 0 and t != float("inf")):
