@@ -86,6 +86,7 @@ async function show(blob, info) {
   } catch (err) {
     // a frame that does not decode still updates the numbers; the picture stays
   }
+  if (img.naturalHeight) img.style.setProperty("--aspect", String(img.naturalWidth / img.naturalHeight));
   if (objectUrl) URL.revokeObjectURL(objectUrl);
   objectUrl = url;
   current = info;
