@@ -15,7 +15,7 @@ from PIL import Image
 
 from scrubproxy.original import decode_exact, upright_rgb
 from scrubproxy.reader import ProxyReader
-from scrubproxy.samples import read_index
+from scrubproxy.samples import read_index, vfr_times
 from servehelp import serving
 
 SESSION = "web"
@@ -102,6 +102,30 @@ def test_frame_at_a_timeline_time_is_the_one_on_screen_then(server, t, frame):
         assert read_index(pixels(body)) == frame % 20
 
 
+def test_a_page_from_another_timeline_gets_409_not_a_wrong_frame(server):
+    client, _ = server
+    version = client.json("/api/timeline")["version"]
+    assert client.get(f"/frames/3.jpg?v={version}")[0] == 200
+    for path in ("/frames/3.jpg?v=0123456789abcdef", "/frames/at.jpg?t=0.1&v=old", "/original/3.png?v=old"):
+        status, headers, body = client.get(path)
+        assert status == 409 and "reload" in json.loads(body)["error"]
+
+
+def test_variable_rate_times_map_to_frames_through_the_frame_map(vfr_source, tmp_path):
+    times = [round(t * 1000) / 1000 for t in vfr_times()]  # Matroska keeps milliseconds
+    with serving(vfr_source, cache_dir=tmp_path / "cache") as base:
+        client = Client(base)
+        tl = client.json("/api/timeline")
+        assert tl["segments"][0]["variable_rate"] and tl["frames"] == len(times)
+        for k, t in enumerate(times):
+            mid = (t + times[k + 1]) / 2 if k + 1 < len(times) else t + 0.001
+            for probe_t in (t, mid):
+                status, headers, body = client.get(f"/frames/at.jpg?t={probe_t!r}")
+                assert status == 200 and int(headers["x-frame"]) == k, (k, probe_t)
+                assert float(headers["x-source-time"]) == pytest.approx(t, abs=1e-6)
+            assert read_index(pixels(body)) == k
+
+
 def test_frames_carry_a_build_etag_long_cache_life_and_answer_304(server):
     client, _ = server
     status, headers, _ = client.get("/frames/25.jpg")
@@ -110,7 +134,9 @@ def test_frames_carry_a_build_etag_long_cache_life_and_answer_304(server):
     etag = headers["etag"]
     status, again, body = client.get("/frames/25.jpg", {"If-None-Match": etag})
     assert (status, body, again["etag"]) == (304, b"", etag)
-    assert client.get("/frames/at.jpg?t=0.85", {"If-None-Match": f'"x", {etag}'})[0] == 304  # frame 25 again
+    status, at_headers, _ = client.get("/frames/at.jpg?t=0.85", {"If-None-Match": f'"x", {etag}'})
+    assert (status, at_headers["x-frame"]) == (304, "25")
+    assert at_headers["cache-control"] == "no-cache"  # a time names a frame only for this timeline
     # the same source frame number in another segment is another picture, another tag
     assert client.get("/frames/5.jpg")[1]["etag"] != etag
     assert client.get("/frames/5.jpg", {"If-None-Match": etag})[0] == 200

@@ -10,6 +10,8 @@ place on the timeline)::
     GET /frames/at.jpg?t=S     the frame on screen at timeline time S seconds
     GET /original/{k}.jpg|png  frame k decoded exactly from the source, full resolution
 
+``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
+gets a 409 once the timeline is another one, instead of a frame of it.
 Frame responses carry ``X-Frame``, ``X-Segment``, ``X-Source-Frame``,
 ``X-Source-Time`` and ``X-Timeline-Time`` headers, an ETag from the proxy's
 build id (a rebuilt proxy changes it) and a year-long private cache lifetime.
@@ -112,6 +114,12 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
         except IndexError as exc:
             raise HTTPError(404, f"no such frame: {exc}") from None
 
+    def check_version(request: Request) -> None:
+        """``?v=`` (the page sends the timeline version it drew) must still be this timeline's."""
+        v = request.query_params.get("v")
+        if v is not None and v != timeline.version:
+            raise HTTPError(409, "the timeline changed since this page loaded it: reload the page")
+
     def frame_headers(k: int, fmt: str) -> tuple[str, dict[str, str]]:
         seg, local = locate(k)
         etag = f'"{seg.build_id[:16]}-{local}-{fmt}"'
@@ -126,6 +134,7 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
         }
 
     async def proxy_frame(request: Request) -> Response:
+        check_version(request)
         name = request.path_params["name"]
         if name == "at.jpg":
             try:
@@ -135,12 +144,15 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
         else:
             k, _ = parse_frame_name(name, ("jpg",))
         etag, headers = frame_headers(k, "proxy")
+        if name == "at.jpg":  # which frame a time names may change with the timeline: revalidate
+            headers["Cache-Control"] = "no-cache"
         if _etag_matches(request, etag):
             return Response(status_code=304, headers=headers)
         seg, local = locate(k)
         return Response(seg.reader.jpeg(local), media_type="image/jpeg", headers=headers)
 
     async def original_frame(request: Request) -> Response:
+        check_version(request)
         k, fmt = parse_frame_name(request.path_params["name"], ("jpg", "png"))
         etag, headers = frame_headers(k, fmt)
         if _etag_matches(request, etag):

@@ -98,7 +98,7 @@ async function show(blob, info) {
   $("frame-number").textContent = String(info.frame);
   $("timeline-time").textContent = clock(info.time);
   $("playhead").style.left = `${(100 * info.time) / (timeline.duration || 1)}%`;
-  $("original").href = `/original/${info.frame}.png`;
+  $("original").href = `/original/${info.frame}.png?v=${timeline.version}`;
   timelineEl.setAttribute("aria-valuenow", String(info.frame));
   history.replaceState(null, "", `#f=${info.frame}`);
 }
