@@ -100,5 +100,6 @@ def serve(
             stderr.print(f"open {url}?token={token}  (anyone with the token can see these frames; Ctrl+C stops)", highlight=False, soft_wrap=True)
         if open_browser:
             webbrowser.open(url + (f"?token={token}" if token else ""))
-        config = uvicorn.Config(create_app(timeline, token), log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+        # No proxy-header rewriting: this server is meant to be reached directly (and it costs time per request).
+        config = uvicorn.Config(create_app(timeline, token), log_level="warning", access_log=False, proxy_headers=False, timeout_graceful_shutdown=2)
         uvicorn.Server(config).run(sockets=[sock])

@@ -13,18 +13,22 @@ place on the timeline)::
 ``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
 gets a 409 once the timeline is another one, instead of a frame of it.
 Frame responses carry ``X-Frame``, ``X-Segment``, ``X-Source-Frame``,
-``X-Source-Time`` and ``X-Timeline-Time`` headers, an ETag from the proxy's
-build id (a rebuilt proxy changes it) and a year-long private cache lifetime.
-Every error is JSON ``{"error": ...}``: 400 for a malformed query, 404 for
-anything that names no frame, 401 without the token.
+``X-Source-Time`` and ``X-Timeline-Time`` headers and an ETag from the proxy's
+build id (a rebuilt proxy changes it); ``/frames/{k}.jpg`` and originals may
+be cached for a year, time-addressed frames are revalidated. Every error is
+JSON ``{"error": ...}``: 400 for a malformed query, 404 for anything that
+names no frame, 401 without the token.
+
+``/frames/`` is answered by plain ASGI in front of Starlette: a scrubbing
+browser asks for hundreds of frames a second, and a Starlette route (router,
+middleware, Request and Response objects) halved the throughput
+(bench/serve.py). Everything else goes through Starlette.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
-from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from urllib.parse import parse_qsl
 
@@ -34,15 +38,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import ScrubProxyError
 from .original import decode_exact, encode_still, upright_rgb
 from .segments import Segment, Timeline
+from .tokengate import TokenGate
 
 log = logging.getLogger(__name__)
 
-TOKEN_COOKIE = "scrubproxy_token"
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 _FRAME_NAME = re.compile(r"([0-9]{1,15})\.(jpg|png)")
 _PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
@@ -59,8 +63,8 @@ class HTTPError(Exception):
         self.message = message
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def parse_frame_name(name: str, formats: tuple[str, ...]) -> tuple[int, str]:
@@ -72,9 +76,8 @@ def parse_frame_name(name: str, formats: tuple[str, ...]) -> tuple[int, str]:
     return int(m[1]), m[2]
 
 
-def parse_time(request: Request) -> float:
+def parse_time(raw: str | None) -> float:
     """The ``t`` query parameter as finite, non-negative seconds (400 otherwise)."""
-    raw = request.query_params.get("t")
     if raw is None:
         raise HTTPError(400, "missing t (seconds on the timeline)")
     try:
@@ -88,12 +91,98 @@ def parse_time(request: Request) -> float:
     return t
 
 
-def _etag_matches(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    if not header:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``."""
+    if not if_none_match:
         return False
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
     return etag in tags or "*" in tags
+
+
+class Frames:
+    """Frame lookups and the headers that describe a frame, shared by both frame routes."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+
+    def check_version(self, v: str | None) -> None:
+        """``?v=`` (the page sends the timeline version it drew) must still be this timeline's."""
+        if v is not None and v != self.timeline.version:
+            raise HTTPError(409, "the timeline changed since this page loaded it: reload the page")
+
+    def locate(self, k: int) -> tuple[Segment, int]:
+        try:
+            return self.timeline.locate(k)
+        except IndexError as exc:
+            raise HTTPError(404, f"no such frame: {exc}") from None
+
+    def at(self, t: float) -> int:
+        try:
+            return self.timeline.frame_at(t)
+        except ValueError as exc:
+            raise HTTPError(404, f"no such frame: {exc}") from None
+
+    def headers(self, k: int, kind: str) -> tuple[str, dict[str, str]]:
+        """(ETag, response headers) of global frame ``k`` served as ``kind`` (proxy, jpg, png)."""
+        seg, local = self.locate(k)
+        source_time = seg.reader.time_of(local)
+        etag = f'"{seg.build_id[:16]}-{local}-{kind}"'
+        return etag, {
+            "etag": etag,
+            "cache-control": CACHE_FOREVER,
+            "x-frame": str(k),
+            "x-segment": str(seg.index),
+            "x-source-frame": str(local),
+            "x-source-time": f"{source_time:.6f}",
+            "x-timeline-time": f"{seg.start_time + source_time:.6f}",
+        }
+
+
+class FrameRoute:
+    """``GET /frames/{k}.jpg`` and ``/frames/at.jpg?t=S`` as plain ASGI; every other path goes to ``app``."""
+
+    def __init__(self, app: ASGIApp, frames: Frames) -> None:
+        self.app = app
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/frames/"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, headers, body = self.answer(scope)
+        except HTTPError as exc:
+            await _error(exc.status, exc.message)(scope, receive, send)
+            return
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            await _error(500, "internal error (see the server's log)")(scope, receive, send)
+            return
+        raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+
+    def answer(self, scope: Scope) -> tuple[int, dict[str, str], bytes]:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPError(405, "method not allowed")
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
+        self.frames.check_version(query.get("v"))
+        name = scope["path"][len("/frames/") :]
+        if name == "at.jpg":
+            k = self.frames.at(parse_time(query.get("t")))
+        else:
+            k, _ = parse_frame_name(name, ("jpg",))
+        etag, headers = self.frames.headers(k, "proxy")
+        if name == "at.jpg":  # which frame a time names may change with the timeline: revalidate
+            headers["cache-control"] = "no-cache"
+        if_none_match = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"if-none-match"), None)
+        if etag_matches(if_none_match, etag):
+            return 304, headers, b""
+        seg, local = self.frames.locate(k)
+        body = seg.reader.jpeg(local)
+        headers["content-type"] = "image/jpeg"
+        headers["content-length"] = str(len(body))
+        return 200, headers, body
 
 
 def _page_file(name: str) -> bytes:
@@ -105,59 +194,17 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
 
     The app never closes ``timeline``: its owner does, after the server stops.
     """
+    frames = Frames(timeline)
     page = {name: _page_file(name) for name in _PAGE_FILES}
     original_slots = anyio.CapacityLimiter(ORIGINAL_DECODES)
 
-    def locate(k: int) -> tuple[Segment, int]:
-        try:
-            return timeline.locate(k)
-        except IndexError as exc:
-            raise HTTPError(404, f"no such frame: {exc}") from None
-
-    def check_version(request: Request) -> None:
-        """``?v=`` (the page sends the timeline version it drew) must still be this timeline's."""
-        v = request.query_params.get("v")
-        if v is not None and v != timeline.version:
-            raise HTTPError(409, "the timeline changed since this page loaded it: reload the page")
-
-    def frame_headers(k: int, fmt: str) -> tuple[str, dict[str, str]]:
-        seg, local = locate(k)
-        etag = f'"{seg.build_id[:16]}-{local}-{fmt}"'
-        return etag, {
-            "ETag": etag,
-            "Cache-Control": CACHE_FOREVER,
-            "X-Frame": str(k),
-            "X-Segment": str(seg.index),
-            "X-Source-Frame": str(local),
-            "X-Source-Time": f"{seg.reader.time_of(local):.6f}",
-            "X-Timeline-Time": f"{seg.start_time + seg.reader.time_of(local):.6f}",
-        }
-
-    async def proxy_frame(request: Request) -> Response:
-        check_version(request)
-        name = request.path_params["name"]
-        if name == "at.jpg":
-            try:
-                k = timeline.frame_at(parse_time(request))
-            except ValueError as exc:
-                raise HTTPError(404, f"no such frame: {exc}") from None
-        else:
-            k, _ = parse_frame_name(name, ("jpg",))
-        etag, headers = frame_headers(k, "proxy")
-        if name == "at.jpg":  # which frame a time names may change with the timeline: revalidate
-            headers["Cache-Control"] = "no-cache"
-        if _etag_matches(request, etag):
-            return Response(status_code=304, headers=headers)
-        seg, local = locate(k)
-        return Response(seg.reader.jpeg(local), media_type="image/jpeg", headers=headers)
-
     async def original_frame(request: Request) -> Response:
-        check_version(request)
+        frames.check_version(request.query_params.get("v"))
         k, fmt = parse_frame_name(request.path_params["name"], ("jpg", "png"))
-        etag, headers = frame_headers(k, fmt)
-        if _etag_matches(request, etag):
+        etag, headers = frames.headers(k, fmt)
+        if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        seg, local = locate(k)
+        seg, local = frames.locate(k)
         meta = seg.reader.metadata
         if meta.source_path is None:
             raise HTTPError(404, f"segment {seg.index} does not record its source")
@@ -167,7 +214,7 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
             return encode_still(upright_rgb(frame), fmt)
 
         try:
-            body = await run_in_threadpool_limited(work, original_slots)
+            body = await anyio.to_thread.run_sync(work, limiter=original_slots)
         except (ScrubProxyError, OSError) as exc:
             log.warning("original frame %d: %s", k, exc)
             return _error(502, f"the source of segment {seg.index} could not give frame {local}: {getattr(exc, 'reason', exc)}")
@@ -186,8 +233,7 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
 
     async def starlette_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
-        return _error(exc.status_code, message, dict(exc.headers or {}))
+        return _error(exc.status_code, {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail)))
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error serving %s", request.url.path)
@@ -199,67 +245,9 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
             Route("/app.js", page_file),
             Route("/app.css", page_file),
             Route("/api/timeline", timeline_json),
-            Route("/frames/{name}", proxy_frame),
             Route("/original/{name}", original_frame),
         ],
         exception_handlers={HTTPError: http_error, HTTPException: starlette_error, Exception: server_error},
     )
-    return TokenGate(app, token) if token else app
-
-
-async def run_in_threadpool_limited(fn, limiter: anyio.CapacityLimiter) -> bytes:
-    """Run ``fn`` in a worker thread, at most ``limiter``'s count at once."""
-    return await anyio.to_thread.run_sync(fn, limiter=limiter)
-
-
-class TokenGate:
-    """Lets a request through only with the token: ``Authorization: Bearer T``,
-    the cookie, or ``?token=T`` (which also sets the cookie, so a browser opened
-    on ``/?token=T`` keeps working). Everything else gets a JSON 401."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    def _ok(self, value: str | bytes | None) -> bool:
-        if value is None:
-            return False
-        raw = value.encode() if isinstance(value, str) else value
-        return hmac.compare_digest(raw, self.token)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer " and self._ok(auth[7:].strip()):
-            await self.app(scope, receive, send)
-            return
-        if self._ok(_cookie(headers.get(b"cookie", b""))):
-            await self.app(scope, receive, send)
-            return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        if self._ok(query.get("token")):
-            await self.app(scope, receive, _with_cookie(send, self.token.decode()))
-            return
-        await _error(401, "this server needs its token: Authorization: Bearer <token>, or ?token=<token> once")(scope, receive, send)
-
-
-def _cookie(raw: bytes) -> str | None:
-    try:
-        jar = SimpleCookie(raw.decode("latin-1"))
-    except CookieError:
-        return None
-    morsel = jar.get(TOKEN_COOKIE)
-    return morsel.value if morsel else None
-
-
-def _with_cookie(send: Send, token: str) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            cookie = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
-            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode())]}
-        await send(message)
-
-    return wrapped
+    served = FrameRoute(app, frames)
+    return TokenGate(served, token) if token else served
