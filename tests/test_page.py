@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
+from servehelp import serving
 
 from scrubproxy.samples import read_index
-from servehelp import serving
 
 RATE, PER_SEGMENT, SEGMENTS = 30, 20, 3
 FRAMES = PER_SEGMENT * SEGMENTS

@@ -12,11 +12,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from servehelp import serving
 
 from scrubproxy.original import decode_exact, upright_rgb
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import read_index, vfr_times
-from servehelp import serving
 
 SESSION = "web"
 
@@ -107,7 +107,7 @@ def test_a_page_from_another_timeline_gets_409_not_a_wrong_frame(server):
     version = client.json("/api/timeline")["version"]
     assert client.get(f"/frames/3.jpg?v={version}")[0] == 200
     for path in ("/frames/3.jpg?v=0123456789abcdef", "/frames/at.jpg?t=0.1&v=old", "/original/3.png?v=old"):
-        status, headers, body = client.get(path)
+        status, _, body = client.get(path)
         assert status == 409 and "reload" in json.loads(body)["error"]
 
 
@@ -231,7 +231,7 @@ def test_bad_urls_get_a_json_404_or_400_never_a_file_or_a_500(server, path):
 
 def test_writes_are_refused_with_json(server):
     client, _ = server
-    status, headers, body = client.get("/frames/1.jpg", method="POST")
+    status, _, body = client.get("/frames/1.jpg", method="POST")
     assert status == 405 and json.loads(body)["error"]
 
 

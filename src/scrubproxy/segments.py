@@ -123,7 +123,7 @@ class Timeline:
         for seg in self.segments:
             seg.reader.close()
 
-    def __enter__(self) -> "Timeline":
+    def __enter__(self) -> Timeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
