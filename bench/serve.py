@@ -280,8 +280,8 @@ def measure(args: argparse.Namespace, src: Path, cache_dir: Path) -> None:
             f"{r['mb_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {errors} | {exact} |"
         )
 
-    load_avg = results["load_average_after"][0]
-    print(f"\n{frames} frames of {src.name} ({size[0]}x{size[1]} proxy), {CONNECTIONS} connections, {args.seconds:g} s each (wrk), {os.cpu_count()} CPUs, load average {load_avg:.1f}{', at nice -10' if args.nice else ''}\n")
+    load_avg = results["load_average_before"][0]
+    print(f"\n{frames} frames of {src.name} ({size[0]}x{size[1]} proxy), {CONNECTIONS} connections, {args.seconds:g} s each (wrk), {os.cpu_count()} CPUs, load average {load_avg:.1f} before{', at nice -10' if args.nice else ''}\n")
     print("| server | frames/s | median ms | p99 ms | server CPU ms/frame | MB/s | peak RSS MB | errors | exact (sample) |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("scrubproxy serve (proxy)", p, results["proxy_exact_sample"]))
