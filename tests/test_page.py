@@ -185,3 +185,19 @@ def test_phone_touch_drag_scrubs_and_the_page_fits_the_screen(browser, base_url,
     wait_idle(page)
     expect(page, 49, names)
     context.close()
+
+
+def test_a_token_in_the_link_opens_the_page_and_leaves_the_address_bar(browser, session_sources, tmp_path):
+    names = [p.name for p in session_sources]
+    token = "page-token-123"
+    with serving(*session_sources, "--token", token, cache_dir=tmp_path / "cache") as base:
+        page = browser.new_page()
+        assert page.goto(base).status == 401  # nothing without it
+        page.goto(f"{base}?token={token}#f=23")
+        wait_idle(page)
+        expect(page, 23, names)  # the frames came with the cookie the first answer set
+        assert "token" not in page.url
+        page.keyboard.press("End")
+        wait_idle(page)
+        expect(page, FRAMES - 1, names)
+        page.close()
