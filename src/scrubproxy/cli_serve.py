@@ -59,7 +59,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(
     ctx: typer.Context,
-    sources: Optional[list[Path]] = typer.Argument(None, help="Source segments, in recording order (or use --session)."),
+    sources: Optional[list[Path]] = typer.Argument(None, metavar="SRC", help="Source segments, in recording order (or use --session)."),
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id; without SRC, serve every valid proxy of the session."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs --token."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one)."),
