@@ -272,3 +272,10 @@ def test_token_gate_bearer_query_and_cookie(server):
         assert "HttpOnly" in cookie and cookie.startswith(f"scrubproxy_token={token}")
         status, _, body = client.get("/api/timeline", {"Cookie": cookie.split(";")[0]})
         assert status == 200 and json.loads(body)["frames"] == 72  # the whole session, in recording order
+
+
+def test_a_taken_port_fails_at_once_with_one_line(server, run_cli, session_sources):
+    client, _ = server
+    result = run_cli("serve", session_sources[0], "--port", str(client.port), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{client.port}: Address already in use"]

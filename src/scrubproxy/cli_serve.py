@@ -88,18 +88,21 @@ def serve(
         if session is None:
             raise BadInputError(None, "say what to serve: SRC... or --session S")
         sources = session_sources(cache, session)
-    proxies = ensure_all(cache, list(sources), session, ProxySettings(height=height, quality=quality), force=False, jobs=jobs, show=True)
-    with Timeline(proxies) as timeline:
-        sock = bind(host, port)
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{sock.getsockname()[1]}/"
-        stderr.print(f"serving {len(proxies)} segment(s), {timeline.frames} frames, {timeline.duration:.1f} s", highlight=False, soft_wrap=True)
-        if token is None:
-            stderr.print(f"open {url}  (loopback only; Ctrl+C stops)", highlight=False, soft_wrap=True)
-        else:
-            stderr.print(f"open {url}?token={token}  (anyone with the token can see these frames; Ctrl+C stops)", highlight=False, soft_wrap=True)
-        if open_browser:
-            webbrowser.open(url + (f"?token={token}" if token else ""))
-        # No proxy-header rewriting: this server is meant to be reached directly (and it costs time per request).
-        config = uvicorn.Config(create_app(timeline, token), log_level="warning", access_log=False, proxy_headers=False, timeout_graceful_shutdown=2)
-        uvicorn.Server(config).run(sockets=[sock])
+    sock = bind(host, port)  # before encoding: a taken port fails at once, not after minutes of work
+    try:
+        proxies = ensure_all(cache, list(sources), session, ProxySettings(height=height, quality=quality), force=False, jobs=jobs, show=True)
+        with Timeline(proxies) as timeline:
+            shown_host = f"[{host}]" if ":" in host else host
+            url = f"http://{shown_host}:{sock.getsockname()[1]}/"
+            stderr.print(f"serving {len(proxies)} segment(s), {timeline.frames} frames, {timeline.duration:.1f} s", highlight=False, soft_wrap=True)
+            if token is None:
+                stderr.print(f"open {url}  (loopback only; Ctrl+C stops)", highlight=False, soft_wrap=True)
+            else:
+                stderr.print(f"open {url}?token={token}  (anyone with the token can see these frames; Ctrl+C stops)", highlight=False, soft_wrap=True)
+            if open_browser:
+                webbrowser.open(url + (f"?token={token}" if token else ""))
+            # No proxy-header rewriting: this server is meant to be reached directly (and it costs time per request).
+            config = uvicorn.Config(create_app(timeline, token), log_level="warning", access_log=False, proxy_headers=False, timeout_graceful_shutdown=2)
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
