@@ -389,6 +389,12 @@ def frame(
     typer.echo(str(out))
 
 
+# scrubproxy serve: HTTP frame server and scrubber page
+from .cli_serve import serve  # noqa: E402
+
+app.command()(handles_errors(serve))
+
+
 def run() -> None:
     """Console-script entry point."""
     app()

@@ -84,7 +84,7 @@ def verify_proxy(
         report.checked = wanted
         chain = filter_chain(info, proxy_geometry(info, settings))
         filters: dict[tuple, _FrameFilter] = {}
-        with SourceFrames(info) as frames:
+        with SourceFrames(info.path, settings.stream) as frames:
             for i, k in enumerate(wanted):
                 pts = int(reader.frame_map.source_pts[k])
                 raw = frames.frame_at_pts(pts)
