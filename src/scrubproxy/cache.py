@@ -162,6 +162,15 @@ def _owner_alive(owner: str, mtime: float) -> bool:
     return time.time() - mtime < ABANDONED_AFTER
 
 
+def mark_used(manifest_path: Path) -> None:
+    """Record a use of the proxy that ``manifest_path`` commits: its atime is
+    "last used" for least-recently-used eviction (its mtime stays the time it
+    was made). Best effort: a read-only cache simply keeps no record."""
+    with contextlib.suppress(OSError):
+        st = manifest_path.stat()
+        os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One proxy (or leftover) in the cache, as :meth:`ProxyCache.entries` reports it.
@@ -330,7 +339,7 @@ class ProxyCache:
             key, manifest = self._key(src, sdir)
             hit = self._valid_proxy(manifest, src, sdir, settings)
             if hit is not None:
-                self._touch(sdir / f"{key}.json")
+                mark_used(sdir / f"{key}.json")
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
@@ -340,7 +349,7 @@ class ProxyCache:
             if not force:
                 hit = self._valid_proxy(manifest, src, sdir, settings)
                 if hit is not None:  # another process made it while we waited
-                    self._touch(manifest_path)
+                    mark_used(manifest_path)
                     return hit
             self._remove_leftovers(sdir, key)
             owner = _owner_token()
@@ -369,17 +378,27 @@ class ProxyCache:
         with filelock.FileLock(lock_path, timeout=timeout):
             yield
 
-    def _remove_leftovers(self, sdir: Path, key: str) -> None:
-        """Delete temporary files of killed encodes of this proxy."""
+    def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
+        """Delete temporary files of killed encodes of this proxy (of every proxy
+        when ``key`` is None); returns how many files were removed."""
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(sdir):
                 m = TEMP_FILE_RE.fullmatch(entry.name)
-                if m is None or m["key"] != key or not entry.is_file(follow_symlinks=False):
+                if m is None or (key is not None and m["key"] != key) or not entry.is_file(follow_symlinks=False):
                     continue
                 if not _owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
                     log.info("removing leftover of an interrupted encode: %s", entry.path)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def remove_leftovers(self, session: str | None = None) -> int:
+        """Delete the temporary files of encodes whose process is gone (killed,
+        crashed), in one session or all; returns how many files were removed.
+        Files of encodes still running (here or, recently, on another host) stay."""
+        return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
 
     def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
@@ -434,13 +453,6 @@ class ProxyCache:
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
         return proxy_final
-
-    @staticmethod
-    def _touch(manifest_path: Path) -> None:
-        """Record a use (the manifest's atime) for least-recently-used eviction."""
-        with contextlib.suppress(OSError):
-            st = manifest_path.stat()
-            os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
         """Ensure the proxy of ``source`` and open it for frame access."""

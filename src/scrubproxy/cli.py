@@ -389,6 +389,11 @@ def frame(
     typer.echo(str(out))
 
 
+from .cli_watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
+
+app.command()(watch)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()

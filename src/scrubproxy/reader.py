@@ -21,6 +21,7 @@ from typing import Any, overload
 import numpy as np
 import simplejpeg
 
+from .cache import mark_used
 from .errors import ProxyFormatError
 from .framemap import FrameMap
 
@@ -102,6 +103,7 @@ class ProxyReader:
             self.close()
             raise ProxyFormatError(self.path, "proxy and frame map do not belong together (rebuild the proxy)")
         self.metadata = self._metadata(manifest)
+        mark_used(self.path.with_suffix(".json"))
 
     def _metadata(self, manifest: dict[str, Any] | None) -> ProxyMetadata:
         fm = self.frame_map
