@@ -18,8 +18,10 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from rich.console import Console
+
 from .budget import parse_size
-from .cli import _cache, handles_errors, state, stderr
+from .cache import ProxyCache
 from .settings import ProxySettings
 from .watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus, default_jobs
 
@@ -38,7 +40,7 @@ def _status_line(s: WatchStatus) -> Text:
     return Text(" · ".join(parts))
 
 
-def _log_handler(live: bool) -> logging.Handler:
+def _log_handler(live: bool, stderr: Console) -> logging.Handler:
     if live:
         return RichHandler(console=stderr, show_path=False, markup=False, rich_tracebacks=False)
     handler = logging.StreamHandler(sys.stderr)
@@ -46,8 +48,8 @@ def _log_handler(live: bool) -> logging.Handler:
     return handler
 
 
-@handles_errors
 def watch(
+    ctx: typer.Context,
     folders: list[Path] = typer.Argument(..., help="Folders the recorder writes segments into (not recursive)."),
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id (folder in the cache)."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Encodes at once (default: half the cores, at least 1)."),
@@ -66,21 +68,37 @@ def watch(
     SIGINT/SIGTERM stop within seconds and leave nothing partial. Exit status with
     --once: 0, or the highest error code among skipped segments.
     """
-    watcher = SegmentWatcher(
-        folders,
-        _cache(),
-        session=session,
-        settings=ProxySettings(height=height, quality=quality),
-        jobs=jobs or default_jobs(),
-        patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
-        max_bytes=parse_size(max_size) if max_size else None,
-        settle=settle,
-        poll=poll,
-    )
+    # Imported here, not at the top: cli.py imports this module to register the
+    # command, and under ``python -m scrubproxy.cli`` a top-level import would be circular.
+    from . import cli
+
+    root = ctx.find_root().params
+    cli.state.cache_dir, cli.state.debug = root.get("cache_dir"), bool(root.get("debug"))
+
+    @cli.handles_errors
+    def run() -> None:
+        watcher = SegmentWatcher(
+            folders,
+            ProxyCache(cli.state.cache_dir),
+            session=session,
+            settings=ProxySettings(height=height, quality=quality),
+            jobs=jobs or default_jobs(),
+            patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
+            max_bytes=parse_size(max_size) if max_size else None,
+            settle=settle,
+            poll=poll,
+        )
+        _serve(watcher, once, cli.stderr, cli.state.debug)
+
+    run()
+
+
+def _serve(watcher: SegmentWatcher, once: bool, stderr: Console, debug: bool) -> None:
+    """Run ``watcher`` until a signal (or, ``once``, until done), logging as it goes."""
     live = stderr.is_terminal
     logger = logging.getLogger("scrubproxy")
-    logger.setLevel(logging.DEBUG if state.debug else logging.INFO)
-    logger.addHandler(_log_handler(live))
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.addHandler(_log_handler(live, stderr))
     logger.propagate = False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: watcher.stop())
@@ -90,6 +108,6 @@ def watch(
             watcher.run(once=once)
     else:
         watcher.run(once=once)
-    logger.info("stopped" if not once else "done")
+    logger.info("done" if once else "stopped")
     if once and watcher.exit_code:
         raise typer.Exit(watcher.exit_code)
