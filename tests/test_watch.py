@@ -56,7 +56,9 @@ class Watcher:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scrubproxy.cli", "watch", "--settle", SETTLE, *map(str, args)],
-            stdout=subprocess.DEVNULL, stderr=self._log, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env=env,
         )
         self.wait_for(lambda: "watching" in self.text(), "start")
 
@@ -240,7 +242,9 @@ def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(t
     w = watchers(cache_dir, *args)
     w.wait_for(lambda: cache.lookup(rec / "long.mp4", None, TALL) is not None, "the long proxy after the restart", timeout=60)
     assert_frame_exact(cache, rec / "long.mp4", 600, TALL)
-    assert {n: manifest(cache, rec / n, TALL)["build_id"] for n in made} == {n: m["build_id"] for n, m in made.items()}, "valid proxies re-encoded"
+    assert {n: manifest(cache, rec / n, TALL)["build_id"] for n in made} == {n: m["build_id"] for n, m in made.items()}, (
+        "valid proxies re-encoded"
+    )
     assert [p for _, p in w.lines("encoding")] == [str(rec / "long.mp4")]
     assert w.stop()[0] == 0
     assert temps(cache_dir) == []

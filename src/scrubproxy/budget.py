@@ -63,7 +63,9 @@ def enforce_budget(cache: ProxyCache, max_bytes: int, keep: Collection[Path] = (
         if cache.remove_entry(entry):
             total -= entry.size
             evicted.append(entry)
-            log.info("evicted %s (%s, %.1f MB) to stay under the cache budget", entry.proxy_path or entry.key, entry.state, entry.size / 1e6)
+            log.info(
+                "evicted %s (%s, %.1f MB) to stay under the cache budget", entry.proxy_path or entry.key, entry.state, entry.size / 1e6
+            )
     if total > max_bytes:
         log.warning("cache holds %.1f MB, over its budget of %.1f MB: the rest is in use or just made", total / 1e6, max_bytes / 1e6)
     return BudgetResult(before, total, tuple(evicted))

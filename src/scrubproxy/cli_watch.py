@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
-
-from rich.console import Console
 
 from .budget import parse_size
 from .cache import ProxyCache
@@ -53,10 +52,16 @@ def watch(
     folders: list[Path] = typer.Argument(..., help="Folders the recorder writes segments into (not recursive)."),
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id (folder in the cache)."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Encodes at once (default: half the cores, at least 1)."),
-    pattern: Optional[list[str]] = typer.Option(None, "--pattern", help=f"Segment file pattern, repeatable (default: {' '.join(VIDEO_PATTERNS)})."),
-    max_size: Optional[str] = typer.Option(None, "--max-size", help="Cache budget (e.g. 20G, 500M): least recently used proxies are removed beyond it."),
+    pattern: Optional[list[str]] = typer.Option(
+        None, "--pattern", help=f"Segment file pattern, repeatable (default: {' '.join(VIDEO_PATTERNS)})."
+    ),
+    max_size: Optional[str] = typer.Option(
+        None, "--max-size", help="Cache budget (e.g. 20G, 500M): least recently used proxies are removed beyond it."
+    ),
     once: bool = typer.Option(False, "--once", help="Make proxies of the segments there now, then exit."),
-    settle: float = typer.Option(5.0, "--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available."),
+    settle: float = typer.Option(
+        5.0, "--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available."
+    ),
     poll: bool = typer.Option(False, "--poll", help="Do not use file events (network folders): judge completeness by --settle only."),
     height: int = typer.Option(360, "--height", help="Proxy height in pixels."),
     quality: int = typer.Option(5, "--quality", "-q", help="MJPEG quantiser, 2 (best) to 31 (smallest)."),

@@ -374,7 +374,13 @@ class SegmentWatcher:
             self._handled[e.source] = _Outcome(stat, True)
             self._done += 1
             self._last_lag = lag = time.time() - completed
-            log.info("proxy ready: %s -> %s (encode %.1f s, %.1f s after the segment completed)", e.source, proxy, time.monotonic() - e.started, lag)
+            log.info(
+                "proxy ready: %s -> %s (encode %.1f s, %.1f s after the segment completed)",
+                e.source,
+                proxy,
+                time.monotonic() - e.started,
+                lag,
+            )
             if self.on_ready is not None:
                 self.on_ready(e.source, proxy, lag)
             if self.max_bytes is not None:
@@ -403,4 +409,3 @@ class SegmentWatcher:
                 observer.stop()  # type: ignore[attr-defined]
                 observer.join(2.0)  # type: ignore[attr-defined]
             self._observer = None
-

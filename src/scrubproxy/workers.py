@@ -57,7 +57,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _encode_child(root: str, source: str, session: str | None, settings: ProxySettings, conn: multiprocessing.connection.Connection) -> None:
+def _encode_child(
+    root: str, source: str, session: str | None, settings: ProxySettings, conn: multiprocessing.connection.Connection
+) -> None:
     """Child process body: ensure one proxy, send ("done", path) or ("failed", code, path, reason)."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -141,7 +143,9 @@ def start_encode(cache: ProxyCache, source: Path, session: str | None, settings:
     """Start one encode of ``source`` in a niced child process."""
     ctx = _mp_context()
     parent_end, child_end = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_encode_child, args=(str(cache.root), str(source), session, settings, child_end), daemon=True, name=f"encode {source.name}")
+    process = ctx.Process(
+        target=_encode_child, args=(str(cache.root), str(source), session, settings, child_end), daemon=True, name=f"encode {source.name}"
+    )
     process.start()
     child_end.close()
     return Encode(source, process, parent_end)
