@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scrubproxy import ProxyCache, ProxySettings
+from scrubproxy import EncodeError, ProxyCache, ProxySettings
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import read_index
 
@@ -207,7 +207,7 @@ def test_backlog_goes_newest_first_and_a_bad_segment_is_skipped_until_it_changes
     assert w.stop()[0] == 0
 
 
-def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(tmp_path, make_media, long_source, watchers):
+def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(tmp_path, make_media, long_source, watchers, run_cli):
     rec, cache_dir = tmp_path / "rec", tmp_path / "cache"
     rec.mkdir()
     for i in range(2):
@@ -240,7 +240,14 @@ def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(t
     assert cache.lookup(rec / "long.mp4", None, TALL) is None
 
     w = watchers(cache_dir, *args)
-    w.wait_for(lambda: cache.lookup(rec / "long.mp4", None, TALL) is not None, "the long proxy after the restart", timeout=60)
+    w.wait_for(lambda: any(p.name.startswith(".long-") for p in temps(cache_dir)), "the long encode to start after the restart")
+    # Someone opens that segment meanwhile: `proxy` in another process waits on the
+    # cache lock and shares the watcher's encode instead of making a second one.
+    asked = run_cli("proxy", rec / "long.mp4", "--height", "480", "--quiet", cache_dir=cache_dir)
+    assert asked.returncode == 0, asked.stderr
+    w.wait_for(lambda: w.lines("proxy ready"), "the watcher to report the long proxy")
+    assert Path(asked.stdout.strip()) == cache.lookup(rec / "long.mp4", None, TALL)
+    assert manifest(cache, rec / "long.mp4", TALL)["created"] <= w.lines("proxy ready")[0][0] + 0.01, "published twice"
     assert_frame_exact(cache, rec / "long.mp4", 600, TALL)
     assert {n: manifest(cache, rec / n, TALL)["build_id"] for n in made} == {n: m["build_id"] for n, m in made.items()}, (
         "valid proxies re-encoded"
@@ -314,3 +321,23 @@ def test_deleted_segments_and_a_vanished_folder_are_reported_not_fatal(tmp_path,
     assert [Path(p).name for _, p in w.lines("encoding")] == ["long.mp4", "back.mp4"], "a dropped segment was encoded"
     assert w.stop()[0] == 0
     assert temps(cache_dir) == []
+
+
+def test_a_segment_that_changes_while_encoded_gets_no_proxy_of_its_old_content(tmp_path, make_media):
+    source = tmp_path / "growing.mp4"
+    shutil.copy(make_media("growing.mp4", frames=60), source)
+    cache = ProxyCache(tmp_path / "cache")
+    appended = False
+
+    def progress(done: int, total: int | None, fps: float) -> None:
+        nonlocal appended
+        if not appended:  # the recorder writes more while the encode runs
+            appended = True
+            with open(source, "ab") as f:
+                f.write(b"\0" * 4096)
+
+    with pytest.raises(EncodeError, match="changed while its proxy was being made"):
+        cache.ensure(source, progress=progress)
+    assert appended
+    assert cache.lookup(source) is None
+    assert temps(tmp_path / "cache") == [] and cache.entries() == []

@@ -40,7 +40,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError
+from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -353,8 +353,12 @@ class ProxyCache:
                     return hit
             self._remove_leftovers(sdir, key)
             owner = _owner_token()
+            try:
+                before = source_fingerprint(src)
+            except OSError as exc:
+                raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
             result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
-            return self._publish(result, sdir, key, owner, settings)
+            return self._publish(result, sdir, key, owner, settings, before)
 
     def _prepare_session_dir(self, sdir: Path) -> None:
         try:
@@ -400,12 +404,15 @@ class ProxyCache:
         Files of encodes still running (here or, recently, on another host) stay."""
         return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: dict[str, Any]) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
         the proxy and frame map, write the new manifest last. A crash at any
         point leaves either no manifest (rebuilt next time) or a complete one.
+        A source whose fingerprint changed since ``before`` (taken when the
+        encode started) is refused: the proxy may show the older content, and
+        a manifest with the newer fingerprint would vouch for it.
         """
         proxy_final = sdir / f"{key}.{result.container}"
         frames_final = sdir / f"{key}.frames"
@@ -413,6 +420,11 @@ class ProxyCache:
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
             source_record = source_fingerprint(result.source.path)
+            if source_record != before:
+                for p in (result.proxy_path, result.frame_map_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                raise EncodeError(result.source.path, "the source changed while its proxy was being made (still being written?)")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)

@@ -345,7 +345,9 @@ class SegmentWatcher:
             except ScrubProxyError:
                 pass  # the encode reports it properly
             log.info("encoding %s", path)
-            self._encodes.append(start_encode(self.cache, path, self.session, self.settings))
+            encode = start_encode(self.cache, path, self.session, self.settings)
+            encode.stat = stat
+            self._encodes.append(encode)
 
     def _reap(self) -> None:
         for e in list(self._encodes):
@@ -359,14 +361,14 @@ class SegmentWatcher:
             self._finish(e)
 
     def _finish(self, e: Encode) -> None:
-        try:
-            st = e.source.stat()
-            stat = (st.st_size, st.st_mtime_ns)
-        except OSError:
+        if not e.source.exists():
             self._completed_at.pop(e.source, None)
             log.warning("dropped %s: deleted", e.source)
             self.cache.remove_leftovers(self.session)
             return
+        # Remembered as of when the encode started: a segment that changed since
+        # differs from this on the next scan and is handled again.
+        stat = e.stat or (0, 0)
         outcome = e.outcome or ("failed", 4, str(e.source), f"encoder process died (exit status {e.exitcode})")
         completed = self._completed_at.pop(e.source, time.time())
         if outcome[0] == "done":

@@ -105,6 +105,7 @@ class Encode:
     fps: float = 0.0
     outcome: tuple[Any, ...] | None = None
     exitcode: int | None = None
+    stat: tuple[int, int] | None = None  # (size, mtime_ns) of the source when the encode started
 
     def poll(self) -> None:
         """Read every message the child has sent (never blocks)."""
