@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pty
 import re
 import shutil
 import signal
@@ -319,7 +320,8 @@ def test_deleted_segments_and_a_vanished_folder_are_reported_not_fatal(tmp_path,
     shutil.copy(queued, b / "back.mp4")
     w.wait_for(lambda: ProxyCache(cache_dir).lookup(b / "back.mp4", None, TALL) is not None, "a proxy in the folder that came back")
     assert [Path(p).name for _, p in w.lines("encoding")] == ["long.mp4", "back.mp4"], "a dropped segment was encoded"
-    assert w.stop()[0] == 0
+    rc, took = w.stop(signal.SIGINT)
+    assert rc == 0 and took < 5
     assert temps(cache_dir) == []
 
 
@@ -341,3 +343,34 @@ def test_a_segment_that_changes_while_encoded_gets_no_proxy_of_its_old_content(t
     assert appended
     assert cache.lookup(source) is None
     assert temps(tmp_path / "cache") == [] and cache.entries() == []
+
+
+def test_a_missing_folder_is_bad_input(tmp_path, run_cli):
+    result = run_cli("watch", tmp_path / "nowhere", "--once")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nowhere'}: no such folder"
+
+
+def test_a_terminal_gets_a_live_status_line(tmp_path, make_media):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    shutil.copy(make_media("tty.mp4", frames=30), rec / "seg.mp4")
+    set_mtime(rec / "seg.mp4", 60)
+    main, child = pty.openpty()
+    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm", "COLUMNS": "200"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "scrubproxy.cli", "watch", rec, "--once"], stdin=child, stdout=child, stderr=child, env=env)
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the child exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.wait(30) == 0
+    text = shown.decode(errors="replace")
+    assert re.search(r"queue \d+ · being written \d+ · (idle|encoding seg\.mp4)", text), text

@@ -169,6 +169,8 @@ class SegmentWatcher:
         removed = self.cache.remove_leftovers(self.session)
         if removed:
             log.info("removed %d leftover file(s) of interrupted encodes", removed)
+        if self.max_bytes is not None:
+            enforce_budget(self.cache, self.max_bytes)
         if not self.poll and not once:
             self._start_observer()
         try:
