@@ -271,6 +271,13 @@ def test_budget_evicts_least_recently_used_never_the_new_proxy_and_clean_stale(t
         m = cache.ensure(src).with_suffix(".json")
         t = time.time()
         os.utime(m, (t - used_ago, t - 1000))  # last used `used_ago` s ago, made 1000 s ago
+    # Looking is not using: listing and lookups leave "last used" alone (relatime
+    # would otherwise stamp the first plain read of each manifest).
+    manifests = sorted(cache_dir.rglob("*.json"))
+    before = [m.stat().st_atime_ns for m in manifests]
+    assert all(cache.lookup(src) for src in sources) and len(cache.entries()) == 4
+    assert run_cli("ls", cache_dir=cache_dir).returncode == 0
+    assert [m.stat().st_atime_ns for m in manifests] == before
     with ProxyReader(cache.lookup(sources[0])) as r:  # a read is a use: s0 becomes the most recent
         r.jpeg(0)
     biggest = max(e.size for e in cache.entries())

@@ -162,6 +162,20 @@ def _owner_alive(owner: str, mtime: float) -> bool:
     return time.time() - mtime < ABANDONED_AFTER
 
 
+def read_manifest_json(path: Path) -> Any:
+    """The JSON in a manifest, read without touching its atime (O_NOATIME where
+    the OS has it and we own the file): a manifest's atime records deliberate
+    uses only (:func:`mark_used`), and with relatime the first plain read after
+    a use would set it again, so listing the cache would reorder its LRU."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:  # O_NOATIME needs ownership; read plainly then
+        fd = os.open(path, os.O_RDONLY)
+    with open(fd, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def mark_used(manifest_path: Path) -> None:
     """Record a use of the proxy that ``manifest_path`` commits: its atime is
     "last used" for least-recently-used eviction (its mtime stays the time it
@@ -263,8 +277,7 @@ class ProxyCache:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_manifest_json(path)
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:

@@ -30,7 +30,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +80,6 @@ class WatchStatus:
     last_lag: float | None  # seconds from a segment's completion to its proxy
 
 
-@dataclass
-class _Outcome:
-    stat: tuple[int, int]
-    ok: bool
-
-
 class _Events:
     """watchdog handler: file events into a thread-safe queue, as (kind, path)."""
 
@@ -114,8 +108,7 @@ class SegmentWatcher:
 
     ``run()`` blocks until ``stop()`` (thread- and signal-safe) or, with
     ``once=True``, until every segment there is handled. ``max_bytes`` keeps
-    the cache under a budget after each new proxy. ``on_ready(source, proxy,
-    lag)`` is called in the watcher's thread for every new proxy.
+    the cache under a budget (checked at start and after each new proxy).
     """
 
     folders: Sequence[Path]
@@ -128,7 +121,6 @@ class SegmentWatcher:
     settle: float = 5.0
     quiet: float = 0.5
     poll: bool = False
-    on_ready: Callable[[Path, Path, float], None] | None = None
 
     def __post_init__(self) -> None:
         self.folders = [Path(f).expanduser().absolute() for f in self.folders]
@@ -140,7 +132,7 @@ class SegmentWatcher:
         self._stop = threading.Event()
         self._pending: dict[Path, _Pending] = {}
         self._ready: dict[Path, tuple[int, int]] = {}  # complete, waiting for a worker
-        self._handled: dict[Path, _Outcome] = {}
+        self._handled: dict[Path, tuple[int, int]] = {}  # done or failed, as of this (size, mtime_ns)
         self._encodes: list[Encode] = []
         self._missing: set[Path] = set()
         self._events = _Events()
@@ -178,7 +170,7 @@ class SegmentWatcher:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now - last_scan >= _RESCAN or last_scan == 0.0:
-                    self._scan(first=last_scan == 0.0)
+                    self._scan()
                     last_scan = now
                 self._drain_events()
                 self._check_pending()
@@ -227,7 +219,7 @@ class SegmentWatcher:
             return False
         return not path.is_relative_to(self._cache_root)
 
-    def _scan(self, first: bool) -> None:
+    def _scan(self) -> None:
         """List the folders: new segments become pending; vanished folders are reported."""
         now = time.monotonic()
         for folder in self.folders:
@@ -252,8 +244,7 @@ class SegmentWatcher:
                         continue
                     st = entry.stat()
                     stat = (st.st_size, st.st_mtime_ns)
-                    outcome = self._handled.get(path)
-                    if outcome is not None and outcome.stat == stat:
+                    if self._handled.get(path) == stat:
                         continue
                     if any(e.source == path for e in self._encodes):
                         continue
@@ -312,8 +303,7 @@ class SegmentWatcher:
             if not complete:
                 continue
             del self._pending[path]
-            outcome = self._handled.get(path)
-            if outcome is not None and outcome.stat == stat:
+            if self._handled.get(path) == stat:
                 continue  # closed again without a change (e.g. a reader that opened it for writing)
             self._ready[path] = stat
             self._completed_at[path] = st.st_mtime  # its last write: lag is measured from here
@@ -341,7 +331,7 @@ class SegmentWatcher:
             stat = self._ready.pop(path)
             try:
                 if self.cache.lookup(path, self.session, self.settings) is not None:
-                    self._handled[path] = _Outcome(stat, True)
+                    self._handled[path] = stat
                     log.info("proxy already valid: %s", path)
                     continue
             except ScrubProxyError:
@@ -375,7 +365,7 @@ class SegmentWatcher:
         completed = self._completed_at.pop(e.source, time.time())
         if outcome[0] == "done":
             proxy = Path(outcome[1])
-            self._handled[e.source] = _Outcome(stat, True)
+            self._handled[e.source] = stat
             self._done += 1
             self._last_lag = lag = time.time() - completed
             log.info(
@@ -385,15 +375,13 @@ class SegmentWatcher:
                 time.monotonic() - e.started,
                 lag,
             )
-            if self.on_ready is not None:
-                self.on_ready(e.source, proxy, lag)
             if self.max_bytes is not None:
                 enforce_budget(self.cache, self.max_bytes, keep=[proxy])
         else:
             self.cache.remove_leftovers(self.session)
             if outcome[0] == "stopped":
                 return
-            self._handled[e.source] = _Outcome(stat, False)
+            self._handled[e.source] = stat
             self._failed += 1
             _, code, where, reason = outcome
             self.exit_code = max(self.exit_code, int(code))
