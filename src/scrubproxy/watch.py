@@ -5,10 +5,11 @@ it and closes it at the end, so where the kernel reports file events (inotify
 on Linux, through ``watchdog``) a segment we saw being written is complete once
 its writer closed it (close-write, or renamed into the folder) and nothing
 wrote to it for ``quiet`` seconds after. A recorder that pauses mid-segment is
-never mistaken for a finished one. Where events are not available (network
-folders, ``poll=True``) and for segments that were already there when we
-started, a segment is complete once its size and mtime stayed unchanged for
-``settle`` seconds. (``watchfiles`` was the other candidate; it drops the
+never mistaken for a finished one. Where close events are not available
+(network folders, whose remote writes raise no local events; ``poll=True``;
+macOS and Windows, whose watchdog backends report no closes) and for segments
+that were already there when we started, a segment is complete once its size
+and mtime stayed unchanged for ``settle`` seconds. (``watchfiles`` was the other candidate; it drops the
 kernel's close-write events and reports only added/modified/deleted, so it
 cannot tell a closed segment from a paused one.)
 
@@ -137,6 +138,7 @@ class SegmentWatcher:
         self._missing: set[Path] = set()
         self._events = _Events()
         self._observer: object | None = None
+        self._close_events = False  # does the observer report close-write?
         self._watches: dict[Path, object] = {}
         self._done = 0
         self._failed = 0
@@ -195,6 +197,9 @@ class SegmentWatcher:
             log.warning("file events unavailable (%s); judging segments by a %.1f s settle time", exc, self.settle)
             return
         self._observer = observer
+        # Only inotify reports close-write; elsewhere (FSEvents, Windows) events
+        # just restart the settle clock.
+        self._close_events = type(observer).__name__.startswith("Inotify")
         for folder in self.folders:
             self._schedule(folder)
 
@@ -278,8 +283,9 @@ class SegmentWatcher:
                 pending = self._pending[path] = _Pending((st.st_size, st.st_mtime_ns), now)
                 self._ready.pop(path, None)
             if kind == "written":
-                pending.witnessed = True
+                pending.witnessed = self._close_events
                 pending.closed_at = None
+                pending.changed_at = now
             else:
                 pending.closed_at = now
 
