@@ -21,6 +21,7 @@ from .errors import (
 from .probe import SourceInfo, probe
 from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
+from .watch import SegmentWatcher
 
 __all__ = [
     "BadInputError",
@@ -34,6 +35,7 @@ __all__ = [
     "ProxyReader",
     "ProxySettings",
     "ScrubProxyError",
+    "SegmentWatcher",
     "SourceInfo",
     "SourceUnreadableError",
     "__version__",

@@ -40,7 +40,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError
+from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -162,6 +162,29 @@ def _owner_alive(owner: str, mtime: float) -> bool:
     return time.time() - mtime < ABANDONED_AFTER
 
 
+def read_manifest_json(path: Path) -> Any:
+    """The JSON in a manifest, read without touching its atime (O_NOATIME where
+    the OS has it and we own the file): a manifest's atime records deliberate
+    uses only (:func:`mark_used`), and with relatime the first plain read after
+    a use would set it again, so listing the cache would reorder its LRU."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:  # O_NOATIME needs ownership; read plainly then
+        fd = os.open(path, os.O_RDONLY)
+    with open(fd, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def mark_used(manifest_path: Path) -> None:
+    """Record a use of the proxy that ``manifest_path`` commits: its atime is
+    "last used" for least-recently-used eviction (its mtime stays the time it
+    was made). Best effort: a read-only cache simply keeps no record."""
+    with contextlib.suppress(OSError):
+        st = manifest_path.stat()
+        os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One proxy (or leftover) in the cache, as :meth:`ProxyCache.entries` reports it.
@@ -254,8 +277,7 @@ class ProxyCache:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_manifest_json(path)
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
@@ -330,7 +352,7 @@ class ProxyCache:
             key, manifest = self._key(src, sdir)
             hit = self._valid_proxy(manifest, src, sdir, settings)
             if hit is not None:
-                self._touch(sdir / f"{key}.json")
+                mark_used(sdir / f"{key}.json")
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
@@ -340,12 +362,16 @@ class ProxyCache:
             if not force:
                 hit = self._valid_proxy(manifest, src, sdir, settings)
                 if hit is not None:  # another process made it while we waited
-                    self._touch(manifest_path)
+                    mark_used(manifest_path)
                     return hit
             self._remove_leftovers(sdir, key)
             owner = _owner_token()
+            try:
+                before = source_fingerprint(src)
+            except OSError as exc:
+                raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
             result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
-            return self._publish(result, sdir, key, owner, settings)
+            return self._publish(result, sdir, key, owner, settings, before)
 
     def _prepare_session_dir(self, sdir: Path) -> None:
         try:
@@ -369,24 +395,37 @@ class ProxyCache:
         with filelock.FileLock(lock_path, timeout=timeout):
             yield
 
-    def _remove_leftovers(self, sdir: Path, key: str) -> None:
-        """Delete temporary files of killed encodes of this proxy."""
+    def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
+        """Delete temporary files of killed encodes of this proxy (of every proxy
+        when ``key`` is None); returns how many files were removed."""
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(sdir):
                 m = TEMP_FILE_RE.fullmatch(entry.name)
-                if m is None or m["key"] != key or not entry.is_file(follow_symlinks=False):
+                if m is None or (key is not None and m["key"] != key) or not entry.is_file(follow_symlinks=False):
                     continue
                 if not _owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
                     log.info("removing leftover of an interrupted encode: %s", entry.path)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+                        removed += 1
+        return removed
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
+    def remove_leftovers(self, session: str | None = None) -> int:
+        """Delete the temporary files of encodes whose process is gone (killed,
+        crashed), in one session or all; returns how many files were removed.
+        Files of encodes still running (here or, recently, on another host) stay."""
+        return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
+
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: dict[str, Any]) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
         the proxy and frame map, write the new manifest last. A crash at any
         point leaves either no manifest (rebuilt next time) or a complete one.
+        A source whose fingerprint changed since ``before`` (taken when the
+        encode started) is refused: the proxy may show the older content, and
+        a manifest with the newer fingerprint would vouch for it.
         """
         proxy_final = sdir / f"{key}.{result.container}"
         frames_final = sdir / f"{key}.frames"
@@ -394,6 +433,11 @@ class ProxyCache:
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
             source_record = source_fingerprint(result.source.path)
+            if source_record != before:
+                for p in (result.proxy_path, result.frame_map_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                raise EncodeError(result.source.path, "the source changed while its proxy was being made (still being written?)")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)
@@ -434,13 +478,6 @@ class ProxyCache:
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
         return proxy_final
-
-    @staticmethod
-    def _touch(manifest_path: Path) -> None:
-        """Record a use (the manifest's atime) for least-recently-used eviction."""
-        with contextlib.suppress(OSError):
-            st = manifest_path.stat()
-            os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
         """Ensure the proxy of ``source`` and open it for frame access."""

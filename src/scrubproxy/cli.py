@@ -394,6 +394,10 @@ from .cli_serve import serve  # noqa: E402
 
 app.command()(handles_errors(serve))
 
+from .cli_watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
+
+app.command()(watch)
+
 
 def run() -> None:
     """Console-script entry point."""
