@@ -92,7 +92,7 @@ def verify_proxy(
                 if key not in filters:
                     filters[key] = _FrameFilter(raw, chain)
                 scaled = filters[key](raw)
-                expected = scaled.to_ndarray()[: scaled.height].astype(np.float32)  # yuvj420p -> luma rows first
+                expected = scaled.to_ndarray()[: scaled.height].astype(np.float32)  # yuv420p: the luma rows come first
                 _compare(reader, k, expected, report)
                 if progress is not None:
                     progress(i + 1, len(wanted))
