@@ -83,9 +83,9 @@ def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False
     )
 
 
-def assert_full_proxy(proxy: Path) -> None:
+def assert_full_proxy(proxy: Path, frames: int = FRAMES) -> None:
     with ProxyReader(proxy) as r:
-        assert [read_index(r[k]) for k in range(len(r))] == list(range(FRAMES))
+        assert [read_index(r[k]) for k in range(len(r))] == list(range(frames))
 
 
 def assert_no_valid_partial(cache: ProxyCache, source: Path) -> None:
@@ -93,9 +93,9 @@ def assert_no_valid_partial(cache: ProxyCache, source: Path) -> None:
     assert all(e.state != "valid" for e in cache.entries())
 
 
-def assert_rebuilt_and_clean(cache: ProxyCache, source: Path) -> None:
+def assert_rebuilt_and_clean(cache: ProxyCache, source: Path, frames: int = FRAMES) -> None:
     proxy = cache.ensure(source, settings=SETTINGS)
-    assert_full_proxy(proxy)
+    assert_full_proxy(proxy, frames)
     assert sorted(p.name for p in proxy.parent.iterdir()) == sorted(proxy.with_suffix(s).name for s in (".avi", ".frames", ".json"))
     assert [e.state for e in cache.entries()] == ["valid"]
 
@@ -124,16 +124,16 @@ def test_killed_encode_never_leaves_a_visible_proxy(cache: ProxyCache, slow_sour
 
 
 @pytest.mark.parametrize("point", ["after-proxy-rename", "after-frames-rename", "before-manifest-rename"])
-def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCache, slow_source: Path, point: str):
-    child = start_child(cache, slow_source, point)
+def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCache, cfr_source: Path, point: str):
+    child = start_child(cache, cfr_source, point)
     out, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
     sdir = cache.root / "default"
     names = sorted(p.name for p in sdir.iterdir())
     assert any(n.endswith(".avi") and not n.startswith(".") for n in names), names  # the rename had happened
     assert not any(n.endswith(".json") and not n.startswith(".") for n in names), names  # the manifest had not
-    assert_no_valid_partial(cache, slow_source)
-    assert_rebuilt_and_clean(cache, slow_source)
+    assert_no_valid_partial(cache, cfr_source)
+    assert_rebuilt_and_clean(cache, cfr_source, 60)
 
 
 @pytest.mark.parametrize("hostname", ["rec-01", "rec-01.studio.example.com"])
@@ -155,14 +155,14 @@ def test_leftovers_of_a_killed_run_are_listed_removed_on_next_use_and_cleanable(
     assert not sdir.exists() or list(sdir.iterdir()) == []
 
 
-def test_kill_during_a_forced_rebuild_leaves_no_mismatched_proxy(cache: ProxyCache, slow_source: Path):
-    old = cache.ensure(slow_source, settings=SETTINGS)
+def test_kill_during_a_forced_rebuild_leaves_no_mismatched_proxy(cache: ProxyCache, cfr_source: Path):
+    old = cache.ensure(cfr_source, settings=SETTINGS)
     old_build = json.loads(old.with_suffix(".json").read_text())["build_id"]
-    child = start_child(cache, slow_source, "after-old-manifest-removed", force=True)
+    child = start_child(cache, cfr_source, "after-old-manifest-removed", force=True)
     out, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
-    assert_no_valid_partial(cache, slow_source)
-    assert_rebuilt_and_clean(cache, slow_source)
+    assert_no_valid_partial(cache, cfr_source)
+    assert_rebuilt_and_clean(cache, cfr_source, 60)
     assert json.loads(old.with_suffix(".json").read_text())["build_id"] != old_build
 
 
