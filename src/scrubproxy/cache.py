@@ -114,6 +114,13 @@ def _matches_record(path: Path, record: dict[str, Any]) -> bool:
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
 
 
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -470,11 +477,14 @@ class ProxyCache:
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
         manifest_path = sdir / f"{key}.json"
         manifest = self._read_manifest(manifest_path)
-        size = sum(p.stat().st_size for p in files if p.exists())
+        # Another process may publish or remove these files while we look: a file gone counts as nothing.
+        stats = [_stat_or_none(p) for p in files]
+        size = sum(st.st_size for st in stats if st is not None)
         if manifest is None or not self._files_match(manifest, sdir):
             return CacheEntry(session, key, None, next((p for p in files if p.suffix in (".avi", ".mkv")), None), size, None, "orphan", False, None, tuple(sorted(files)))
         source = Path(manifest["source"]["path"])
         fresh = manifest.get("format_version") == FORMAT_VERSION and self._source_unchanged(manifest, source)
+        manifest_stat = _stat_or_none(manifest_path)
         return CacheEntry(
             session=session,
             key=key,
@@ -484,7 +494,7 @@ class ProxyCache:
             frames=manifest["proxy"].get("frames"),
             state="valid" if fresh else "stale",
             partial=bool(manifest.get("partial")),
-            last_used=manifest_path.stat().st_atime,
+            last_used=manifest_stat.st_atime if manifest_stat else None,
             files=tuple(sorted(files)),
         )
 
