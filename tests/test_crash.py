@@ -265,3 +265,29 @@ def test_cleanup_during_an_encode_skips_it_and_the_encode_succeeds(cache: ProxyC
     proxy = cache.lookup(slow_source, settings=SETTINGS)
     assert proxy is not None
     assert_full_proxy(proxy)
+
+
+REBUILDER = textwrap.dedent(
+    """
+    import sys
+    from scrubproxy import ProxyCache
+    cache = ProxyCache(sys.argv[1])
+    for _ in range(int(sys.argv[3])):
+        cache.ensure(sys.argv[2], force=True)
+    """
+)
+
+
+def test_listing_and_cleaning_while_another_process_publishes_never_fail(cache: ProxyCache, cfr_source: Path):
+    cache.ensure(cfr_source)
+    child = subprocess.Popen([sys.executable, "-c", REBUILDER, str(cache.root), str(cfr_source), "12"], stderr=subprocess.PIPE, text=True)
+    listings = 0
+    while child.poll() is None:
+        for entry in cache.entries():  # files appear, are renamed and replaced under our feet
+            assert entry.state in ("valid", "orphan")
+        cache.cleanup(stale_only=True)
+        listings += 1
+    assert child.wait() == 0, child.stderr.read()
+    assert listings > 10
+    assert [e.state for e in cache.entries()] == ["valid"]
+    assert_full_proxy(cache.lookup(cfr_source), 60)
