@@ -340,8 +340,29 @@ class ProxyCache:
                     return hit
             self._remove_leftovers(sdir, key)
             owner = _owner_token()
-            result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+            claim = self._claim_session_dir(sdir, key, owner)
+            try:
+                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(claim)
+                raise
             return self._publish(result, sdir, key, owner, settings)
+
+    def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
+        """Make sure the session folder exists and holds this writer's temporary
+        manifest (written for real at publish). A cleanup removes only empty
+        session folders, so from here on none can pull the folder from under
+        the encode; one that removed it just before is undone by trying again."""
+        claim = sdir / f".{key}.{owner}.tmp.json"
+        for _ in range(10):
+            self._prepare_session_dir(sdir)
+            try:
+                with open(claim, "x", encoding="utf-8"):
+                    return claim
+            except FileNotFoundError:
+                continue
+        raise EncodeError(sdir, "the cache folder keeps disappearing (is something else cleaning it?)")
 
     def _prepare_session_dir(self, sdir: Path) -> None:
         try:
@@ -352,7 +373,7 @@ class ProxyCache:
             sdir.mkdir(exist_ok=True)
         except OSError as exc:
             raise EncodeError(sdir, f"cannot create the cache folder: {exc.strerror or exc}") from exc
-        if not os.access(sdir, os.W_OK | os.X_OK):
+        if sdir.is_dir() and not os.access(sdir, os.W_OK | os.X_OK):  # gone again: the caller retries
             raise EncodeError(sdir, "cache folder is not writable")
 
     @contextlib.contextmanager
