@@ -482,18 +482,23 @@ class ProxyCache:
         found: list[CacheEntry] = []
         for name in self._session_names(session):
             sdir = self.root / name
-            groups: dict[str, list[Path]] = {}
-            try:
-                listing = list(os.scandir(sdir))
-            except FileNotFoundError:
-                continue
-            for e in listing:
-                m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
-                if m is not None and e.is_file(follow_symlinks=False):
-                    groups.setdefault(m["key"], []).append(Path(e.path))
-            for key, files in sorted(groups.items()):
+            for key, files in sorted(self._files_by_key(sdir).items()):
                 found.append(self._entry(name, sdir, key, files))
         return found
+
+    @staticmethod
+    def _files_by_key(sdir: Path) -> dict[str, list[Path]]:
+        """The files of each proxy (and leftover) in one session folder, by key."""
+        groups: dict[str, list[Path]] = {}
+        try:
+            listing = list(os.scandir(sdir))
+        except FileNotFoundError:
+            return groups
+        for e in listing:
+            m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
+            if m is not None and e.is_file(follow_symlinks=False):
+                groups.setdefault(m["key"], []).append(Path(e.path))
+        return groups
 
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
         manifest_path = sdir / f"{key}.json"
@@ -548,17 +553,26 @@ class ProxyCache:
             for e in os.scandir(sdir)
         )
 
-    def remove_entry(self, entry: CacheEntry) -> bool:
-        """Delete one entry's files unless an encode holds its lock; True if removed."""
+    def remove_entry(self, entry: CacheEntry, keep_valid: bool = False) -> bool:
+        """Delete one entry's files unless an encode holds its lock; True if removed.
+
+        The files and the state are read again under the lock: another process
+        may have republished the proxy since ``entry`` was listed. ``keep_valid``
+        spares it when it is valid by then.
+        """
+        sdir = self.root / entry.session
         try:
             with self._locked(entry.session, self._key_for_lock(entry), timeout=0):
-                for p in entry.files:
+                files = self._files_by_key(sdir).get(entry.key, [])
+                if keep_valid and files and self._entry(entry.session, sdir, entry.key, files).state == "valid":
+                    return False
+                for p in files:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(p)
         except filelock.Timeout:
             log.info("skipping %s: an encode is using it", entry.key)
             return False
-        return True
+        return bool(files)
 
     @staticmethod
     def _key_for_lock(entry: CacheEntry) -> str:
@@ -578,7 +592,7 @@ class ProxyCache:
         for entry in self.entries(session):
             if stale_only and entry.state == "valid":
                 continue
-            if self.remove_entry(entry):
+            if self.remove_entry(entry, keep_valid=stale_only):
                 removed += 1
         for name in self._session_names(session):
             with contextlib.suppress(OSError):
