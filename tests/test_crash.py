@@ -59,6 +59,10 @@ CHILD = textwrap.dedent(
         real_unlink(path, *a, **k)
         if point == "after-old-manifest-removed" and str(path).endswith(".json"):
             die()
+        if point == "pause-after-old-manifest-removed" and str(path).endswith(".json"):
+            Path(root, "paused").touch()  # tell the parent, then wait for its go-ahead
+            while not Path(root, "resume").exists():
+                time.sleep(0.005)
 
     os.replace, os.unlink = replace, unlink
     ProxyCache(root).ensure(source, settings=ProxySettings(height=480), force=force)
@@ -291,3 +295,39 @@ def test_listing_and_cleaning_while_another_process_publishes_never_fail(cache: 
     assert listings > 10
     assert [e.state for e in cache.entries()] == ["valid"]
     assert_full_proxy(cache.lookup(cfr_source), 60)
+
+
+def test_cleaning_a_session_while_an_ensure_starts_does_not_break_it(cache: ProxyCache, slow_source: Path):
+    child = start_child(cache, slow_source, "none")
+    sdir = cache.root / "default"
+    deadline = time.monotonic() + 60
+    while not sdir.exists():  # the child made the session folder and is about to encode into it
+        assert time.monotonic() < deadline and child.poll() is None, "the child never made its session folder"
+        time.sleep(0.001)
+    cache.cleanup("default")
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and out.strip() == "finished", err
+    assert_full_proxy(cache.lookup(slow_source, settings=SETTINGS))
+
+
+def test_an_entry_listed_mid_publish_is_judged_again_before_removal(cache: ProxyCache, cfr_source: Path):
+    """cleanup lists, then removes: a proxy republished in between must be seen as it is now."""
+    cache.ensure(cfr_source, settings=SETTINGS)
+    child = start_child(cache, cfr_source, "pause-after-old-manifest-removed", force=True)
+    deadline = time.monotonic() + 60
+    while not (cache.root / "paused").exists():
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.005)
+    [listed] = cache.entries()  # between the old manifest and the new one
+    assert listed.state == "orphan"
+    (cache.root / "resume").touch()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    (cache.root / "paused").unlink()
+    (cache.root / "resume").unlink()
+    assert not cache.remove_entry(listed, keep_valid=True)  # valid by now: kept
+    proxy = cache.lookup(cfr_source, settings=SETTINGS)
+    assert proxy is not None
+    assert_full_proxy(proxy, 60)
+    assert cache.remove_entry(listed)  # removal takes every file of the proxy as it is now
+    assert cache.entries() == [] and list(proxy.parent.iterdir()) == []
