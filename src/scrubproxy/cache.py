@@ -339,6 +339,9 @@ class ProxyCache:
                     self._touch(manifest_path)
                     return hit
             self._remove_leftovers(sdir, key)
+            # Fingerprint the source before the encode reads it: a recorder still
+            # writing makes it grow meanwhile, and the proxy must then be stale.
+            source_record = source_fingerprint(src)
             owner = _owner_token()
             claim = self._claim_session_dir(sdir, key, owner)
             try:
@@ -347,7 +350,7 @@ class ProxyCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(claim)
                 raise
-            return self._publish(result, sdir, key, owner, settings)
+            return self._publish(result, source_record, sdir, key, owner, settings)
 
     def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
         """Make sure the session folder exists and holds this writer's temporary
@@ -398,7 +401,7 @@ class ProxyCache:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
+    def _publish(self, result: EncodeResult, source_record: dict[str, Any], sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
@@ -410,7 +413,6 @@ class ProxyCache:
         manifest_path = sdir / f"{key}.json"
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
-            source_record = source_fingerprint(result.source.path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)
