@@ -25,7 +25,7 @@ import pytest
 
 from scrubproxy import ProxyCache, ProxySettings
 from scrubproxy.reader import ProxyReader
-from scrubproxy.samples import read_index
+from scrubproxy.samples import RecordingSpec, make_recording, read_index
 
 FRAMES = 300
 SETTINGS = ProxySettings(height=480)
@@ -64,7 +64,17 @@ CHILD = textwrap.dedent(
             while not Path(root, "resume").exists():
                 time.sleep(0.005)
 
-    os.replace, os.unlink = replace, unlink
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        # After the last frame is decoded the encoder syncs its files: the recorder
+        # writes more of the source right then (once).
+        if point == "source-grows-after-decoding" and os.path.getsize(source) < os.path.getsize(os.environ["GROWN_SOURCE"]):
+            with open(source, "ab") as f:
+                f.write(Path(os.environ["GROWN_SOURCE"]).read_bytes()[os.path.getsize(source):])
+        real_fsync(fd)
+
+    os.replace, os.unlink, os.fsync = replace, unlink, fsync
     ProxyCache(root).ensure(source, settings=ProxySettings(height=480), force=force)
     print("finished")
     """
@@ -77,13 +87,13 @@ def slow_source(make_media) -> Path:
     return make_media("slow-640x480.mp4", frames=FRAMES, width=640, height=480, gop=FRAMES, codec_options=(("preset", "ultrafast"),))
 
 
-def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "") -> subprocess.Popen:
+def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "", grown: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(cache.root), str(source), point, "force" if force else "build"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "CHILD_HOSTNAME": hostname},
+        env={**os.environ, "CHILD_HOSTNAME": hostname, "GROWN_SOURCE": str(grown or "")},
     )
 
 
@@ -331,3 +341,21 @@ def test_an_entry_listed_mid_publish_is_judged_again_before_removal(cache: Proxy
     assert_full_proxy(proxy, 60)
     assert cache.remove_entry(listed)  # removal takes every file of the proxy as it is now
     assert cache.entries() == [] and list(proxy.parent.iterdir()) == []
+
+
+def test_a_source_that_grows_during_its_encode_is_stale_afterwards(cache: ProxyCache, tmp_path: Path):
+    """A recorder still writing the segment: the proxy covers what was there when
+    the encode read it, so the longer file must not count as covered."""
+    full = make_recording(RecordingSpec(path=tmp_path / "full.mkv", frames=60, gop=10))
+    growing = tmp_path / "rec" / "growing.mkv"
+    growing.parent.mkdir()
+    data = full.read_bytes()
+    growing.write_bytes(data[: len(data) // 2])
+    child = start_child(cache, growing, "source-grows-after-decoding", grown=full)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    assert growing.read_bytes() == data  # it grew while the encode ran
+    proxy = cache.lookup(growing, settings=SETTINGS)
+    if proxy is not None:  # trusted only if it really holds the whole recording
+        assert_full_proxy(proxy, 60)
+    assert_full_proxy(cache.ensure(growing, settings=SETTINGS), 60)
