@@ -413,6 +413,11 @@ class ProxyCache:
         manifest_path = sdir / f"{key}.json"
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
+            # Our own files' records, taken before they get the shared names: a
+            # writer that ignores the lock may replace those names before our
+            # manifest lands, and the manifest must not vouch for its files.
+            proxy_record = {**_file_record(result.proxy_path), "file": proxy_final.name}
+            frames_record = {**_file_record(result.frame_map_path), "file": frames_final.name}
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)
@@ -427,8 +432,8 @@ class ProxyCache:
                 "build_id": result.build_id,
                 "source": source_record,
                 "settings": settings.fingerprint(),
-                "proxy": {**_file_record(proxy_final), "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
-                "frame_map": _file_record(frames_final),
+                "proxy": {**proxy_record, "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
+                "frame_map": frames_record,
                 "partial": result.partial,
                 "warnings": list(result.warnings),
                 "decoder": result.decoder,
