@@ -37,6 +37,9 @@ CHILD = textwrap.dedent(
     from scrubproxy import ProxyCache, ProxySettings
 
     root, source, point, force = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "force"
+    if os.environ.get("CHILD_NO_LOCK"):  # a writer on a network filesystem, where file locks do not hold
+        import contextlib, filelock
+        filelock.FileLock = lambda *a, **k: contextlib.nullcontext()
     if os.environ.get("CHILD_HOSTNAME"):  # a machine named like most servers: host.domain
         import socket
         socket.gethostname = lambda: os.environ["CHILD_HOSTNAME"]
@@ -52,6 +55,10 @@ CHILD = textwrap.dedent(
         real_replace(src, dst, *a, **k)
         if point == "after-proxy-rename" and name.endswith((".avi", ".mkv")):
             die()
+        if point == "pause-after-proxy-rename" and name.endswith((".avi", ".mkv")):
+            Path(root, "paused").touch()
+            while not Path(root, "resume").exists():
+                time.sleep(0.005)
         if point == "after-frames-rename" and name.endswith(".frames"):
             die()
 
@@ -87,14 +94,29 @@ def slow_source(make_media) -> Path:
     return make_media("slow-640x480.mp4", frames=FRAMES, width=640, height=480, gop=FRAMES, codec_options=(("preset", "ultrafast"),))
 
 
-def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "", grown: Path | None = None) -> subprocess.Popen:
+def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "", grown: Path | None = None, no_lock: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(cache.root), str(source), point, "force" if force else "build"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "CHILD_HOSTNAME": hostname, "GROWN_SOURCE": str(grown or "")},
+        env={**os.environ, "CHILD_HOSTNAME": hostname, "GROWN_SOURCE": str(grown or ""), "CHILD_NO_LOCK": "1" if no_lock else ""},
     )
+
+
+def wait_for_pause(cache: ProxyCache, child: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not (cache.root / "paused").exists():
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.005)
+
+
+def resume(cache: ProxyCache, child: subprocess.Popen) -> None:
+    (cache.root / "resume").touch()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    (cache.root / "paused").unlink()
+    (cache.root / "resume").unlink()
 
 
 def assert_full_proxy(proxy: Path, frames: int = FRAMES) -> None:
@@ -324,17 +346,10 @@ def test_an_entry_listed_mid_publish_is_judged_again_before_removal(cache: Proxy
     """cleanup lists, then removes: a proxy republished in between must be seen as it is now."""
     cache.ensure(cfr_source, settings=SETTINGS)
     child = start_child(cache, cfr_source, "pause-after-old-manifest-removed", force=True)
-    deadline = time.monotonic() + 60
-    while not (cache.root / "paused").exists():
-        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
-        time.sleep(0.005)
+    wait_for_pause(cache, child)
     [listed] = cache.entries()  # between the old manifest and the new one
     assert listed.state == "orphan"
-    (cache.root / "resume").touch()
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err
-    (cache.root / "paused").unlink()
-    (cache.root / "resume").unlink()
+    resume(cache, child)
     assert not cache.remove_entry(listed, keep_valid=True)  # valid by now: kept
     proxy = cache.lookup(cfr_source, settings=SETTINGS)
     assert proxy is not None
@@ -359,3 +374,22 @@ def test_a_source_that_grows_during_its_encode_is_stale_afterwards(cache: ProxyC
     if proxy is not None:  # trusted only if it really holds the whole recording
         assert_full_proxy(proxy, 60)
     assert_full_proxy(cache.ensure(growing, settings=SETTINGS), 60)
+
+
+def test_two_writers_that_ignore_the_lock_never_publish_a_mismatched_proxy(cache: ProxyCache, cfr_source: Path):
+    """DESIGN: file locks are unreliable on network filesystems; the manifest
+    alone must keep a proxy from being trusted with another encode's files."""
+    child = start_child(cache, cfr_source, "pause-after-proxy-rename", no_lock=True)  # height 480 -> 240 high
+    wait_for_pause(cache, child)  # its proxy is in place, its frame map and manifest not yet
+    small = ProxySettings(height=120)
+    cache.ensure(cfr_source, settings=small, force=True)  # a second writer publishes in between
+    resume(cache, child)
+    for settings, height in ((SETTINGS, 240), (small, 120)):
+        proxy = cache.lookup(cfr_source, settings=settings)
+        if proxy is not None:  # trusted only if files and manifest belong together
+            with ProxyReader(proxy) as r:
+                assert r.metadata.height == height
+        proxy = cache.ensure(cfr_source, settings=settings)
+        with ProxyReader(proxy) as r:
+            assert r.metadata.height == height
+            assert [read_index(r[k]) for k in range(len(r))] == list(range(60))
