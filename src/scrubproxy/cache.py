@@ -346,11 +346,11 @@ class ProxyCache:
             claim = self._claim_session_dir(sdir, key, owner)
             try:
                 result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+                return self._publish(result, source_record, sdir, key, owner, settings)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(claim)
+                    os.unlink(claim)  # gone already once the manifest is published
                 raise
-            return self._publish(result, source_record, sdir, key, owner, settings)
 
     def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
         """Make sure the session folder exists and holds this writer's temporary
