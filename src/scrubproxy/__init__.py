@@ -19,7 +19,9 @@ from .errors import (
     SourceUnreadableError,
 )
 from .probe import SourceInfo, probe
+from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
+from .watch import SegmentWatcher
 
 __all__ = [
     "BadInputError",
@@ -29,8 +31,11 @@ __all__ = [
     "EncodeResult",
     "InvalidSessionError",
     "ProxyCache",
+    "ProxyMetadata",
+    "ProxyReader",
     "ProxySettings",
     "ScrubProxyError",
+    "SegmentWatcher",
     "SourceInfo",
     "SourceUnreadableError",
     "__version__",

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError
+from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -62,7 +63,7 @@ TAG_TEXT = (
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
     "# scrubproxy may delete anything it made here; see https://bford.info/cachedir/\n"
 )
-SAMPLE_BLOCK = 16 * 1024
+SAMPLE_BLOCK = 4096  # one page each: enough to tell two recordings apart, cheap on a hit
 #: A temporary file of a writer on another host counts as abandoned after this long unmodified.
 ABANDONED_AFTER = 3600.0
 MANIFEST_KIND = "scrubproxy-manifest"
@@ -83,8 +84,9 @@ def validate_session(session: str | None) -> str:
 
 
 def sample_hash(path: Path, size: int) -> str:
-    """Hash of the start, middle and end blocks of a file (reads at most 48 KiB)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Hash of the size and the start, middle and end blocks of a file (reads
+    at most 12 KiB; SHA-256 because CPUs hash it in hardware)."""
+    h = hashlib.sha256()
     h.update(size.to_bytes(8, "little"))
     with open(path, "rb") as f:
         if size <= 3 * SAMPLE_BLOCK:
@@ -93,7 +95,7 @@ def sample_hash(path: Path, size: int) -> str:
             for offset in (0, size // 2 - SAMPLE_BLOCK // 2, size - SAMPLE_BLOCK):
                 f.seek(offset)
                 h.update(f.read(SAMPLE_BLOCK))
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def source_fingerprint(path: Path) -> dict[str, Any]:
@@ -106,9 +108,9 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _matches_record(path: Path, record: dict[str, Any]) -> bool:
+def _matches_record(path: str, record: dict[str, Any]) -> bool:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return False
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
@@ -165,6 +167,29 @@ def _owner_alive(owner: str, mtime: float) -> bool:
             return True
         return True
     return time.time() - mtime < ABANDONED_AFTER
+
+
+def read_manifest_json(path: Path) -> Any:
+    """The JSON in a manifest, read without touching its atime (O_NOATIME where
+    the OS has it and we own the file): a manifest's atime records deliberate
+    uses only (:func:`mark_used`), and with relatime the first plain read after
+    a use would set it again, so listing the cache would reorder its LRU."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:  # O_NOATIME needs ownership; read plainly then
+        fd = os.open(path, os.O_RDONLY)
+    with open(fd, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def mark_used(manifest_path: Path) -> None:
+    """Record a use of the proxy that ``manifest_path`` commits: its atime is
+    "last used" for least-recently-used eviction (its mtime stays the time it
+    was made). Best effort: a read-only cache simply keeps no record."""
+    with contextlib.suppress(OSError):
+        st = manifest_path.stat()
+        os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
 
 @dataclass(frozen=True)
@@ -225,7 +250,15 @@ class ProxyCache:
 
     @staticmethod
     def _resolve_source(source: str | Path) -> Path:
-        return check_source_path(source).resolve()
+        """The source's real path (links resolved), or the precise error for a bad one."""
+        real = os.path.realpath(os.path.expanduser(os.fspath(source)))
+        try:
+            regular = stat.S_ISREG(os.stat(real).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            check_source_path(source)  # raises: missing, folder, not a regular file
+        return Path(real)
 
     def path_for(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
@@ -251,8 +284,7 @@ class ProxyCache:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_manifest_json(path)
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
@@ -278,7 +310,7 @@ class ProxyCache:
         if recorded.get("path") != str(source):
             return False
         try:
-            st = source.stat()
+            st = os.stat(source)
         except OSError:
             return False
         if st.st_size != recorded.get("size") or st.st_mtime_ns != recorded.get("mtime_ns"):
@@ -289,7 +321,8 @@ class ProxyCache:
     def _files_match(manifest: dict[str, Any], sdir: Path) -> bool:
         try:
             proxy, frames = manifest["proxy"], manifest["frame_map"]
-            return _matches_record(sdir / proxy["file"], proxy) and _matches_record(sdir / frames["file"], frames)
+            folder = os.fspath(sdir)
+            return _matches_record(os.path.join(folder, proxy["file"]), proxy) and _matches_record(os.path.join(folder, frames["file"]), frames)
         except (KeyError, TypeError):
             return False
 
@@ -326,7 +359,7 @@ class ProxyCache:
             key, manifest = self._key(src, sdir)
             hit = self._valid_proxy(manifest, src, sdir, settings)
             if hit is not None:
-                self._touch(sdir / f"{key}.json")
+                mark_used(sdir / f"{key}.json")
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
@@ -336,17 +369,18 @@ class ProxyCache:
             if not force:
                 hit = self._valid_proxy(manifest, src, sdir, settings)
                 if hit is not None:  # another process made it while we waited
-                    self._touch(manifest_path)
+                    mark_used(manifest_path)
                     return hit
             self._remove_leftovers(sdir, key)
-            # Fingerprint the source before the encode reads it: a recorder still
-            # writing makes it grow meanwhile, and the proxy must then be stale.
-            source_record = source_fingerprint(src)
             owner = _owner_token()
+            try:
+                before = source_fingerprint(src)
+            except OSError as exc:
+                raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
             claim = self._claim_session_dir(sdir, key, owner)
             try:
                 result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
-                return self._publish(result, source_record, sdir, key, owner, settings)
+                return self._publish(result, sdir, key, owner, settings, before)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(claim)  # gone already once the manifest is published
@@ -389,30 +423,49 @@ class ProxyCache:
         with filelock.FileLock(lock_path, timeout=timeout):
             yield
 
-    def _remove_leftovers(self, sdir: Path, key: str) -> None:
-        """Delete temporary files of killed encodes of this proxy."""
+    def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
+        """Delete temporary files of killed encodes of this proxy (of every proxy
+        when ``key`` is None); returns how many files were removed."""
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(sdir):
                 m = TEMP_FILE_RE.fullmatch(entry.name)
-                if m is None or m["key"] != key or not entry.is_file(follow_symlinks=False):
+                if m is None or (key is not None and m["key"] != key) or not entry.is_file(follow_symlinks=False):
                     continue
                 if not _owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
                     log.info("removing leftover of an interrupted encode: %s", entry.path)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+                        removed += 1
+        return removed
 
-    def _publish(self, result: EncodeResult, source_record: dict[str, Any], sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
+    def remove_leftovers(self, session: str | None = None) -> int:
+        """Delete the temporary files of encodes whose process is gone (killed,
+        crashed), in one session or all; returns how many files were removed.
+        Files of encodes still running (here or, recently, on another host) stay."""
+        return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
+
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: dict[str, Any]) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
         the proxy and frame map, write the new manifest last. A crash at any
         point leaves either no manifest (rebuilt next time) or a complete one.
+        A source whose fingerprint changed since ``before`` (taken when the
+        encode started) is refused: the proxy may show the older content, and
+        a manifest with the newer fingerprint would vouch for it.
         """
         proxy_final = sdir / f"{key}.{result.container}"
         frames_final = sdir / f"{key}.frames"
         manifest_path = sdir / f"{key}.json"
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
+            source_record = source_fingerprint(result.source.path)
+            if source_record != before:
+                for p in (result.proxy_path, result.frame_map_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                raise EncodeError(result.source.path, "the source changed while its proxy was being made (still being written?)")
             # Our own files' records, taken before they get the shared names: a
             # writer that ignores the lock may replace those names before our
             # manifest lands, and the manifest must not vouch for its files.
@@ -458,13 +511,6 @@ class ProxyCache:
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
         return proxy_final
-
-    @staticmethod
-    def _touch(manifest_path: Path) -> None:
-        """Record a use (the manifest's atime) for least-recently-used eviction."""
-        with contextlib.suppress(OSError):
-            st = manifest_path.stat()
-            os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
         """Ensure the proxy of ``source`` and open it for frame access."""

@@ -11,7 +11,7 @@ import fractions
 import logging
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -68,7 +68,8 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """A probed source segment."""
+    """A probed source segment. ``truncated`` says why the file's structure
+    shows it was cut short (a recording interrupted mid-write), else None."""
 
     path: Path
     size: int
@@ -76,7 +77,7 @@ class SourceInfo:
     duration: float | None
     streams: tuple[StreamSummary, ...]
     video: VideoInfo
-    warnings: tuple[str, ...] = field(default=())
+    truncated: str | None = None
 
 
 def check_source_path(path: str | Path) -> Path:
@@ -110,6 +111,7 @@ def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
                 break
             pos += box_size
     return types
+
 
 def _ebml_size(data: bytes, pos: int) -> tuple[int | None, int]:
     """Read an EBML variable-size integer at ``pos``: (value or None for "unknown", next pos)."""
@@ -176,7 +178,7 @@ def open_container(path: Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="replace")
     except av.error.PermissionError as exc:
         raise SourceUnreadableError(path, "permission denied") from exc
-    except (av.error.FFmpegError, OSError) as exc:
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
         boxes = _mp4_top_level_boxes(path)
         if b"ftyp" in boxes[:2] and b"moov" not in boxes:
             raise SourceUnreadableError(
@@ -299,6 +301,7 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     return SourceInfo(
         path=p,
         size=size,
+        truncated=truncation_reason(p),
         format_name=format_name,
         duration=duration,
         streams=summaries,
