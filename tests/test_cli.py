@@ -250,6 +250,13 @@ def test_height_or_quality_out_of_range_exits_2(run_cli, cfr_source, tmp_path, o
     assert cache_files(tmp_path / "cache") == []
 
 
+def test_unknown_hardware_decoder_exits_2(run_cli, cfr_source, tmp_path):
+    result = run_cli("proxy", "--hwaccel", "nosuchdevice", cfr_source)
+    assert result.returncode == 2
+    one_error_line(result, None, "nosuchdevice", "not available")
+    assert cache_files(tmp_path / "cache") == []
+
+
 def _audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=48000)
