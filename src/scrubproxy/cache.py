@@ -527,7 +527,7 @@ class ProxyCache:
             return sorted(
                 e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in RESERVED_NAMES
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no cache there (yet): nothing in it
             return []
 
     def entries(self, session: str | None = None) -> list[CacheEntry]:
@@ -545,7 +545,7 @@ class ProxyCache:
         groups: dict[str, list[Path]] = {}
         try:
             listing = list(os.scandir(sdir))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return groups
         for e in listing:
             m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
