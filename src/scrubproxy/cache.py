@@ -116,6 +116,13 @@ def _matches_record(path: str, record: dict[str, Any]) -> bool:
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
 
 
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -370,8 +377,29 @@ class ProxyCache:
                 before = source_fingerprint(src)
             except OSError as exc:
                 raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
-            result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
-            return self._publish(result, sdir, key, owner, settings, before)
+            claim = self._claim_session_dir(sdir, key, owner)
+            try:
+                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+                return self._publish(result, sdir, key, owner, settings, before)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(claim)  # gone already once the manifest is published
+                raise
+
+    def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
+        """Make sure the session folder exists and holds this writer's temporary
+        manifest (written for real at publish). A cleanup removes only empty
+        session folders, so from here on none can pull the folder from under
+        the encode; one that removed it just before is undone by trying again."""
+        claim = sdir / f".{key}.{owner}.tmp.json"
+        for _ in range(10):
+            self._prepare_session_dir(sdir)
+            try:
+                with open(claim, "x", encoding="utf-8"):
+                    return claim
+            except FileNotFoundError:
+                continue
+        raise EncodeError(sdir, "the cache folder keeps disappearing (is something else cleaning it?)")
 
     def _prepare_session_dir(self, sdir: Path) -> None:
         try:
@@ -382,7 +410,7 @@ class ProxyCache:
             sdir.mkdir(exist_ok=True)
         except OSError as exc:
             raise EncodeError(sdir, f"cannot create the cache folder: {exc.strerror or exc}") from exc
-        if not os.access(sdir, os.W_OK | os.X_OK):
+        if sdir.is_dir() and not os.access(sdir, os.W_OK | os.X_OK):  # gone again: the caller retries
             raise EncodeError(sdir, "cache folder is not writable")
 
     @contextlib.contextmanager
@@ -438,6 +466,11 @@ class ProxyCache:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(p)
                 raise EncodeError(result.source.path, "the source changed while its proxy was being made (still being written?)")
+            # Our own files' records, taken before they get the shared names: a
+            # writer that ignores the lock may replace those names before our
+            # manifest lands, and the manifest must not vouch for its files.
+            proxy_record = {**_file_record(result.proxy_path), "file": proxy_final.name}
+            frames_record = {**_file_record(result.frame_map_path), "file": frames_final.name}
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)
@@ -452,8 +485,8 @@ class ProxyCache:
                 "build_id": result.build_id,
                 "source": source_record,
                 "settings": settings.fingerprint(),
-                "proxy": {**_file_record(proxy_final), "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
-                "frame_map": _file_record(frames_final),
+                "proxy": {**proxy_record, "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
+                "frame_map": frames_record,
                 "partial": result.partial,
                 "warnings": list(result.warnings),
                 "decoder": result.decoder,
@@ -494,7 +527,7 @@ class ProxyCache:
             return sorted(
                 e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in RESERVED_NAMES
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no cache there (yet): nothing in it
             return []
 
     def entries(self, session: str | None = None) -> list[CacheEntry]:
@@ -502,27 +535,35 @@ class ProxyCache:
         found: list[CacheEntry] = []
         for name in self._session_names(session):
             sdir = self.root / name
-            groups: dict[str, list[Path]] = {}
-            try:
-                listing = list(os.scandir(sdir))
-            except FileNotFoundError:
-                continue
-            for e in listing:
-                m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
-                if m is not None and e.is_file(follow_symlinks=False):
-                    groups.setdefault(m["key"], []).append(Path(e.path))
-            for key, files in sorted(groups.items()):
+            for key, files in sorted(self._files_by_key(sdir).items()):
                 found.append(self._entry(name, sdir, key, files))
         return found
+
+    @staticmethod
+    def _files_by_key(sdir: Path) -> dict[str, list[Path]]:
+        """The files of each proxy (and leftover) in one session folder, by key."""
+        groups: dict[str, list[Path]] = {}
+        try:
+            listing = list(os.scandir(sdir))
+        except (FileNotFoundError, NotADirectoryError):
+            return groups
+        for e in listing:
+            m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
+            if m is not None and e.is_file(follow_symlinks=False):
+                groups.setdefault(m["key"], []).append(Path(e.path))
+        return groups
 
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
         manifest_path = sdir / f"{key}.json"
         manifest = self._read_manifest(manifest_path)
-        size = sum(p.stat().st_size for p in files if p.exists())
+        # Another process may publish or remove these files while we look: a file gone counts as nothing.
+        stats = [_stat_or_none(p) for p in files]
+        size = sum(st.st_size for st in stats if st is not None)
         if manifest is None or not self._files_match(manifest, sdir):
             return CacheEntry(session, key, None, next((p for p in files if p.suffix in (".avi", ".mkv")), None), size, None, "orphan", False, None, tuple(sorted(files)))
         source = Path(manifest["source"]["path"])
         fresh = manifest.get("format_version") == FORMAT_VERSION and self._source_unchanged(manifest, source)
+        manifest_stat = _stat_or_none(manifest_path)
         return CacheEntry(
             session=session,
             key=key,
@@ -532,7 +573,7 @@ class ProxyCache:
             frames=manifest["proxy"].get("frames"),
             state="valid" if fresh else "stale",
             partial=bool(manifest.get("partial")),
-            last_used=manifest_path.stat().st_atime,
+            last_used=manifest_stat.st_atime if manifest_stat else None,
             files=tuple(sorted(files)),
         )
 
@@ -565,17 +606,26 @@ class ProxyCache:
             for e in os.scandir(sdir)
         )
 
-    def remove_entry(self, entry: CacheEntry) -> bool:
-        """Delete one entry's files unless an encode holds its lock; True if removed."""
+    def remove_entry(self, entry: CacheEntry, keep_valid: bool = False) -> bool:
+        """Delete one entry's files unless an encode holds its lock; True if removed.
+
+        The files and the state are read again under the lock: another process
+        may have republished the proxy since ``entry`` was listed. ``keep_valid``
+        spares it when it is valid by then.
+        """
+        sdir = self.root / entry.session
         try:
             with self._locked(entry.session, self._key_for_lock(entry), timeout=0):
-                for p in entry.files:
+                files = self._files_by_key(sdir).get(entry.key, [])
+                if keep_valid and files and self._entry(entry.session, sdir, entry.key, files).state == "valid":
+                    return False
+                for p in files:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(p)
         except filelock.Timeout:
             log.info("skipping %s: an encode is using it", entry.key)
             return False
-        return True
+        return bool(files)
 
     @staticmethod
     def _key_for_lock(entry: CacheEntry) -> str:
@@ -595,7 +645,7 @@ class ProxyCache:
         for entry in self.entries(session):
             if stale_only and entry.state == "valid":
                 continue
-            if self.remove_entry(entry):
+            if self.remove_entry(entry, keep_valid=stale_only):
                 removed += 1
         for name in self._session_names(session):
             with contextlib.suppress(OSError):

@@ -558,16 +558,19 @@ def encode_proxy(
 
 
 def _as_encode_error(exc: BaseException, info: SourceInfo, proxy_path: Path) -> BaseException:
-    """Keep our own errors and interrupts; say plainly what an OS error means."""
+    """Keep our own errors and interrupts; say plainly what an OS error means.
+    OS errors name the output folder: the temporary file is gone by the time
+    anyone reads the message."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)) or isinstance(exc, (BadInputError, SourceUnreadableError, EncodeError)):
         return exc
     if isinstance(exc, OSError):
         errno_ = getattr(exc, "errno", None)
+        folder = proxy_path.parent
         if errno_ in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
-            return EncodeError(proxy_path, "disk full (or file size limit reached) while writing the proxy")
+            return EncodeError(folder, "disk full (or file size limit reached) while writing the proxy")
         if errno_ in (13, 1, 30):  # EACCES, EPERM, EROFS
-            return EncodeError(proxy_path, "cannot write the proxy here (permission denied or read-only)")
-        return EncodeError(proxy_path, f"writing the proxy failed: {exc.strerror or exc}")
+            return EncodeError(folder, "cannot write the proxy here (permission denied or read-only)")
+        return EncodeError(folder, f"writing the proxy failed: {exc.strerror or exc}")
     return EncodeError(info.path, f"encode failed: {exc}")
 
 
