@@ -412,3 +412,11 @@ def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
     assert out == "" and err.strip() == "interrupted"
     # Stopped, not finished in the background: nothing was published, no temp file is left.
     assert cache_files(root) == []
+
+
+def test_debug_shows_the_traceback(run_cli, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    result = run_cli("--debug", "proxy", text)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "Traceback" in result.stderr and "SourceUnreadableError" in result.stderr
