@@ -400,7 +400,7 @@ def test_orphans_are_rebuilt_and_cleaned(cache: ProxyCache, source: Path):
 
 
 def test_failed_rebuild_of_a_changed_source_keeps_the_old_files_and_never_serves_them(cache: ProxyCache, source: Path):
-    proxy = cache.ensure(source)
+    cache.ensure(source)
     snapshot = tree(cache.root / "default")
     source.write_bytes(b"\0" * 4096)  # the recorder replaced it with garbage
     for force in (False, True):

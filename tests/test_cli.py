@@ -78,7 +78,9 @@ def test_proxy_prints_one_path_per_line_and_nothing_else(run_cli, session_source
 def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
     master, slave = pty.openpty()
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm", "COLUMNS": "100"}
-    child = subprocess.Popen([sys.executable, "-m", "scrubproxy.cli", "proxy", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scrubproxy.cli", "proxy", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env
+    )
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -106,7 +108,14 @@ def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
 def test_quiet_shows_no_bar_even_on_a_terminal(tmp_path, cfr_source):
     master, slave = pty.openpty()
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm"}
-    child = subprocess.run([sys.executable, "-m", "scrubproxy.cli", "proxy", "--quiet", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-m", "scrubproxy.cli", "proxy", "--quiet", str(cfr_source)],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     os.close(slave)
     os.set_blocking(master, False)
     try:
@@ -153,7 +162,10 @@ def test_clean_session_all_and_stale(run_cli, session_sources, tmp_path, cfr_sou
         cache.ensure(session_sources[0], session)
     cache.ensure(gone, "c")
     gone.unlink()
-    states = lambda: sorted((e.session, e.state) for e in cache.entries())  # noqa: E731
+
+    def states() -> list[tuple[str, str]]:
+        return sorted((e.session, e.state) for e in cache.entries())
+
     assert run_cli("clean").returncode == 2  # says which, deletes nothing
     assert states() == [("a", "valid"), ("b", "valid"), ("c", "stale"), ("c", "valid")]
     result = run_cli("clean", "--session", "a")
@@ -235,14 +247,22 @@ def test_bad_session_exits_2(run_cli, cfr_source, tmp_path, session):
 
 
 def test_bad_session_exits_2_in_every_command(run_cli, cfr_source, tmp_path):
-    for command in (["path", "--session", "..", cfr_source], ["clean", "--session", ".."], ["ls", "--session", ".."], ["info", "--session", "..", cfr_source]):
+    for command in (
+        ["path", "--session", "..", cfr_source],
+        ["clean", "--session", ".."],
+        ["ls", "--session", ".."],
+        ["info", "--session", "..", cfr_source],
+    ):
         result = run_cli(*command)
         assert result.returncode == 2, (command, result.stderr)
         one_error_line(result, None, "session")
     assert cache_files(tmp_path / "cache") == []
 
 
-@pytest.mark.parametrize("option, value, word", [("--height", "8", "height"), ("--height", "5000", "height"), ("--quality", "1", "quality"), ("--quality", "32", "quality")])
+@pytest.mark.parametrize(
+    "option, value, word",
+    [("--height", "8", "height"), ("--height", "5000", "height"), ("--quality", "1", "quality"), ("--quality", "32", "quality")],
+)
 def test_height_or_quality_out_of_range_exits_2(run_cli, cfr_source, tmp_path, option, value, word):
     result = run_cli("proxy", option, value, cfr_source)
     assert result.returncode == 2
@@ -392,3 +412,11 @@ def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
     assert out == "" and err.strip() == "interrupted"
     # Stopped, not finished in the background: nothing was published, no temp file is left.
     assert cache_files(root) == []
+
+
+def test_debug_shows_the_traceback(run_cli, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    result = run_cli("--debug", "proxy", text)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "Traceback" in result.stderr and "SourceUnreadableError" in result.stderr

@@ -94,7 +94,9 @@ def slow_source(make_media) -> Path:
     return make_media("slow-640x480.mp4", frames=FRAMES, width=640, height=480, gop=FRAMES, codec_options=(("preset", "ultrafast"),))
 
 
-def start_child(cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "", grown: Path | None = None, no_lock: bool = False) -> subprocess.Popen:
+def start_child(
+    cache: ProxyCache, source: Path, point: str, force: bool = False, hostname: str = "", grown: Path | None = None, no_lock: bool = False
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(cache.root), str(source), point, "force" if force else "build"],
         stdout=subprocess.PIPE,
@@ -113,7 +115,7 @@ def wait_for_pause(cache: ProxyCache, child: subprocess.Popen) -> None:
 
 def resume(cache: ProxyCache, child: subprocess.Popen) -> None:
     (cache.root / "resume").touch()
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     (cache.root / "paused").unlink()
     (cache.root / "resume").unlink()
@@ -162,7 +164,7 @@ def test_killed_encode_never_leaves_a_visible_proxy(cache: ProxyCache, slow_sour
 @pytest.mark.parametrize("point", ["after-proxy-rename", "after-frames-rename", "before-manifest-rename"])
 def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCache, cfr_source: Path, point: str):
     child = start_child(cache, cfr_source, point)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
     sdir = cache.root / "default"
     names = sorted(p.name for p in sdir.iterdir())
@@ -173,10 +175,12 @@ def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCa
 
 
 @pytest.mark.parametrize("hostname", ["rec-01", "rec-01.studio.example.com"])
-def test_leftovers_of_a_killed_run_are_listed_removed_on_next_use_and_cleanable(cache: ProxyCache, cfr_source: Path, hostname: str, monkeypatch):
+def test_leftovers_of_a_killed_run_are_listed_removed_on_next_use_and_cleanable(
+    cache: ProxyCache, cfr_source: Path, hostname: str, monkeypatch
+):
     monkeypatch.setattr(socket, "gethostname", lambda: hostname)  # the same machine as the child
     child = start_child(cache, cfr_source, "before-manifest-rename", hostname=hostname)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
     sdir = cache.root / "default"
     leftovers = [p for p in sdir.iterdir() if p.name.startswith(".")]
@@ -195,7 +199,7 @@ def test_kill_during_a_forced_rebuild_leaves_no_mismatched_proxy(cache: ProxyCac
     old = cache.ensure(cfr_source, settings=SETTINGS)
     old_build = json.loads(old.with_suffix(".json").read_text())["build_id"]
     child = start_child(cache, cfr_source, "after-old-manifest-removed", force=True)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL, err
     assert_no_valid_partial(cache, cfr_source)
     assert_rebuilt_and_clean(cache, cfr_source, 60)
@@ -226,7 +230,17 @@ def test_four_processes_ensuring_one_source_share_one_encode(cache: ProxyCache, 
     children = []
     for i in range(4):
         ready = tmp_path / f"ready-{i}"
-        children.append((ready, subprocess.Popen([sys.executable, "-c", RACER, str(cache.root), str(slow_source), str(ready), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        children.append(
+            (
+                ready,
+                subprocess.Popen(
+                    [sys.executable, "-c", RACER, str(cache.root), str(slow_source), str(ready), str(go)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+        )
     deadline = time.monotonic() + 60
     while not all(r.exists() for r, _ in children):
         assert time.monotonic() < deadline and all(c.poll() is None for _, c in children), "a racer did not start"
@@ -260,6 +274,7 @@ def _cli_with_size_limit(cache: ProxyCache, *args: str, limit: int = 64_000) -> 
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         preexec_fn=_file_size_limit(limit),
     )
 
@@ -367,7 +382,7 @@ def test_a_source_that_grows_during_its_encode_is_stale_afterwards(cache: ProxyC
     data = full.read_bytes()
     growing.write_bytes(data[: len(data) // 2])
     child = start_child(cache, growing, "source-grows-after-decoding", grown=full)
-    out, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=120)
     # Publishing a proxy that is stale at once, or refusing to publish: both are honest.
     assert child.returncode == 0 or "scrubproxy.errors.EncodeError" in err, err
     assert growing.read_bytes() == data  # it grew while the encode ran

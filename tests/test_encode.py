@@ -37,7 +37,7 @@ def patch_errors(jpeg: bytes) -> list[int]:
     for i, rgb in enumerate(PATCH_COLOURS):
         y0, y1, x0, x1 = patch_box(i, h, w)
         mean = img[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
-        errors.append(int(round(np.abs(mean - np.asarray(rgb)).max())))
+        errors.append(round(np.abs(mean - np.asarray(rgb)).max()))
     return errors
 
 
@@ -100,11 +100,11 @@ def test_non_square_pixels_are_made_square(cache: ProxyCache, make_media):
 @pytest.mark.parametrize(
     "name, spec",
     [
-        ("bt601-limited.mp4", dict(colorspace="ITU601", full_range=False)),
-        ("bt601-full.mp4", dict(colorspace="ITU601", full_range=True)),
-        ("bt709-hd-limited.mp4", dict(colorspace="ITU709", width=1280, height=720)),
-        ("bt709-hd-full.mp4", dict(colorspace="ITU709", width=1280, height=720, full_range=True)),
-        ("bt709-10bit-hevc.mkv", dict(colorspace="ITU709", width=1280, height=720, codec="libx265", pix_fmt="yuv420p10le")),
+        ("bt601-limited.mp4", {"colorspace": "ITU601", "full_range": False}),
+        ("bt601-full.mp4", {"colorspace": "ITU601", "full_range": True}),
+        ("bt709-hd-limited.mp4", {"colorspace": "ITU709", "width": 1280, "height": 720}),
+        ("bt709-hd-full.mp4", {"colorspace": "ITU709", "width": 1280, "height": 720, "full_range": True}),
+        ("bt709-10bit-hevc.mkv", {"colorspace": "ITU709", "width": 1280, "height": 720, "codec": "libx265", "pix_fmt": "yuv420p10le"}),
     ],
 )
 def test_proxy_colours_match_the_painted_colours(cache: ProxyCache, make_media, name, spec):
@@ -208,8 +208,21 @@ def test_progress_callback_reports_done_total_and_rate_and_ends_complete(cache: 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("height", 15), ("height", 4321), ("height", 360.0), ("height", True), ("quality", 1), ("quality", 32), ("quality", False),
-     ("container", "mp4"), ("codec", "h264"), ("stream", -1), ("stream", True), ("stream", "0"), ("hwaccel", "")],
+    [
+        ("height", 15),
+        ("height", 4321),
+        ("height", 360.0),
+        ("height", True),
+        ("quality", 1),
+        ("quality", 32),
+        ("quality", False),
+        ("container", "mp4"),
+        ("codec", "h264"),
+        ("stream", -1),
+        ("stream", True),
+        ("stream", "0"),
+        ("hwaccel", ""),
+    ],
 )
 def test_settings_out_of_range_are_bad_input(field, value):
     from scrubproxy.errors import BadInputError
