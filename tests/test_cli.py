@@ -420,3 +420,12 @@ def test_debug_shows_the_traceback(run_cli, tmp_path):
     result = run_cli("--debug", "proxy", text)
     assert result.returncode != 0 and result.stdout == ""
     assert "Traceback" in result.stderr and "SourceUnreadableError" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["proxy", "--height", "abc", "x.mp4"], ["proxy", "--jobs", "0", "x.mp4"], ["no-such-command"]])
+def test_usage_errors_are_one_line_and_exit_2(run_cli, args):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert done.stdout == ""

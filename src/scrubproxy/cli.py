@@ -399,9 +399,24 @@ from .cli_watch import watch  # noqa: E402  (registered last: keeps merges of ne
 app.command()(watch)
 
 
+#: click's base class of usage errors, reached through typer's public BadParameter.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors too end in one ``error:`` line (exit 2)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="scrubproxy", standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        message = exc.format_message()
+        if message:  # empty when the help was asked for by giving no arguments
+            stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        stderr.print("interrupted", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
