@@ -15,9 +15,11 @@ from .errors import (
     CacheRootRefusedError,
     EncodeError,
     InvalidSessionError,
+    PlayerError,
     ScrubProxyError,
     SourceUnreadableError,
 )
+from .player import Player
 from .probe import SourceInfo, probe
 from .settings import ProxySettings
 
@@ -28,6 +30,8 @@ __all__ = [
     "EncodeError",
     "EncodeResult",
     "InvalidSessionError",
+    "Player",
+    "PlayerError",
     "ProxyCache",
     "ProxySettings",
     "ScrubProxyError",
