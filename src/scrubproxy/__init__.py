@@ -21,6 +21,7 @@ from .errors import (
 )
 from .player import Player
 from .probe import SourceInfo, probe
+from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "Player",
     "PlayerError",
     "ProxyCache",
+    "ProxyMetadata",
+    "ProxyReader",
     "ProxySettings",
     "ScrubProxyError",
     "SourceInfo",

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,12 +57,13 @@ PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json)")
 TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>[A-Za-z0-9_-]+)\.tmp\.(?P<ext>avi|mkv|frames|json)")
 TAG_NAME = "CACHEDIR.TAG"
 LOCKS_DIR = ".locks"
+RESERVED_NAMES = (".", "..", LOCKS_DIR, TAG_NAME)
 TAG_TEXT = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
     "# scrubproxy may delete anything it made here; see https://bford.info/cachedir/\n"
 )
-SAMPLE_BLOCK = 16 * 1024
+SAMPLE_BLOCK = 4096  # one page each: enough to tell two recordings apart, cheap on a hit
 #: A temporary file of a writer on another host counts as abandoned after this long unmodified.
 ABANDONED_AFTER = 3600.0
 MANIFEST_KIND = "scrubproxy-manifest"
@@ -70,19 +72,21 @@ MANIFEST_KIND = "scrubproxy-manifest"
 def validate_session(session: str | None) -> str:
     """The session folder name for ``session`` (``None`` -> ``"default"``).
 
-    Only ``[A-Za-z0-9._-]{1,128}`` and never ``.`` or ``..``, so no session id
-    can name a folder outside its own.
+    Only ``[A-Za-z0-9._-]{1,128}`` and never ``.``, ``..`` or a name the cache
+    root uses itself (``.locks``, ``CACHEDIR.TAG``), so no session id can name
+    a folder outside its own or one that listing and cleanup skip.
     """
     if session is None:
         return DEFAULT_SESSION
-    if not isinstance(session, str) or not SESSION_RE.fullmatch(session) or session in (".", ".."):
-        raise InvalidSessionError(None, f"invalid session id {session!r}: use 1 to 128 of A-Z a-z 0-9 . _ - (not '.' or '..')")
+    if not isinstance(session, str) or not SESSION_RE.fullmatch(session) or session in RESERVED_NAMES:
+        raise InvalidSessionError(None, f"invalid session id {session!r}: use 1 to 128 of A-Z a-z 0-9 . _ - (not '.', '..', '{LOCKS_DIR}' or '{TAG_NAME}')")
     return session
 
 
 def sample_hash(path: Path, size: int) -> str:
-    """Hash of the start, middle and end blocks of a file (reads at most 48 KiB)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Hash of the size and the start, middle and end blocks of a file (reads
+    at most 12 KiB; SHA-256 because CPUs hash it in hardware)."""
+    h = hashlib.sha256()
     h.update(size.to_bytes(8, "little"))
     with open(path, "rb") as f:
         if size <= 3 * SAMPLE_BLOCK:
@@ -91,7 +95,7 @@ def sample_hash(path: Path, size: int) -> str:
             for offset in (0, size // 2 - SAMPLE_BLOCK // 2, size - SAMPLE_BLOCK):
                 f.seek(offset)
                 h.update(f.read(SAMPLE_BLOCK))
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 def source_fingerprint(path: Path) -> dict[str, Any]:
@@ -104,9 +108,9 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _matches_record(path: Path, record: dict[str, Any]) -> bool:
+def _matches_record(path: str, record: dict[str, Any]) -> bool:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return False
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
@@ -130,17 +134,21 @@ def _write_json_atomically(path: Path, data: dict[str, Any], temp: Path) -> None
     _fsync_dir(path.parent)
 
 
+def _host_token() -> str:
+    """This host's name as temp-file owners spell it: only ``[A-Za-z0-9_]``, the
+    characters ``TEMP_FILE_RE`` accepts in an owner (host names may hold dots)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())[:32] or "host"
+
+
 def _owner_token() -> str:
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32] or "host"
-    return f"{host}_{os.getpid()}_{secrets.token_hex(4)}".replace("-", "_")
+    return f"{_host_token()}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def _owner_alive(owner: str, mtime: float) -> bool:
     """Is the writer that owns a temp file still at work? Same host: its pid
     lives. Other host: the file changed within ``ABANDONED_AFTER``."""
     parts = owner.rsplit("_", 2)
-    host = _STEM_UNSAFE.sub("_", socket.gethostname())[:32].replace("-", "_")
-    if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == _host_token() and parts[1].isdigit():
         pid = int(parts[1])
         if pid == os.getpid():
             return True
@@ -212,7 +220,15 @@ class ProxyCache:
 
     @staticmethod
     def _resolve_source(source: str | Path) -> Path:
-        return check_source_path(source).resolve()
+        """The source's real path (links resolved), or the precise error for a bad one."""
+        real = os.path.realpath(os.path.expanduser(os.fspath(source)))
+        try:
+            regular = stat.S_ISREG(os.stat(real).st_mode)
+        except OSError:
+            regular = False
+        if not regular:
+            check_source_path(source)  # raises: missing, folder, not a regular file
+        return Path(real)
 
     def path_for(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
@@ -265,7 +281,7 @@ class ProxyCache:
         if recorded.get("path") != str(source):
             return False
         try:
-            st = source.stat()
+            st = os.stat(source)
         except OSError:
             return False
         if st.st_size != recorded.get("size") or st.st_mtime_ns != recorded.get("mtime_ns"):
@@ -276,7 +292,8 @@ class ProxyCache:
     def _files_match(manifest: dict[str, Any], sdir: Path) -> bool:
         try:
             proxy, frames = manifest["proxy"], manifest["frame_map"]
-            return _matches_record(sdir / proxy["file"], proxy) and _matches_record(sdir / frames["file"], frames)
+            folder = os.fspath(sdir)
+            return _matches_record(os.path.join(folder, proxy["file"]), proxy) and _matches_record(os.path.join(folder, frames["file"]), frames)
         except (KeyError, TypeError):
             return False
 
@@ -438,7 +455,7 @@ class ProxyCache:
             return [validate_session(session)]
         try:
             return sorted(
-                e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in (".", "..", LOCKS_DIR)
+                e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in RESERVED_NAMES
             )
         except FileNotFoundError:
             return []

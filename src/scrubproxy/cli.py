@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -117,11 +118,14 @@ def progress_bar(enabled: bool) -> Progress:
 def ensure_all(cache: ProxyCache, sources: list[Path], session: Optional[str], settings: ProxySettings, force: bool, jobs: int, show: bool) -> list[Path]:
     """Ensure proxies for ``sources`` (``jobs`` at a time) with a progress bar; returns their paths in order."""
     results: dict[int, Path] = {}
+    interrupted = threading.Event()
     with progress_bar(show) as bar:
         def run(i: int, src: Path) -> Path:
             task = bar.add_task(src.name, total=None, fps=0.0)
 
             def update(done: int, total: Optional[int], fps: float) -> None:
+                if interrupted.is_set():  # Ctrl-C reaches only the main thread: stop this encode too
+                    raise KeyboardInterrupt
                 bar.update(task, completed=done, total=total, fps=fps)
 
             path = cache.ensure(src, session, settings, progress=update, force=force)
@@ -130,8 +134,14 @@ def ensure_all(cache: ProxyCache, sources: list[Path], session: Optional[str], s
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(run, i, src): i for i, src in enumerate(sources)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+            try:
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+            except KeyboardInterrupt:
+                interrupted.set()
+                for fut in futures:
+                    fut.cancel()
+                raise
     return [results[i] for i in range(len(sources))]
 
 
@@ -316,6 +326,67 @@ def demo(
     typer.echo(str(proxy_path))
     if shown != k:
         raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def verify(
+    source: Path = typer.Argument(..., help="Source segment."),
+    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id."),
+    all_frames: bool = typer.Option(False, "--all", help="Check every frame (slow on long-GOP sources)."),
+    samples: int = typer.Option(50, "--samples", "-n", min=1, help="Random frames to check (first and last included)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random sample."),
+) -> None:
+    """Check that proxy frame k is source frame k (count, pts, pixels); exit 1 on any mismatch."""
+    from .verify import verify_proxy
+
+    cache = _cache()
+    proxy_path = cache.ensure(source, session)
+    with progress_bar(True) as bar:
+        task = bar.add_task("verify", total=None, fps=0.0)
+        report = verify_proxy(source, proxy_path, None if all_frames else samples, seed, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    for m in report.mismatches:
+        where = "frame count" if m.frame < 0 else f"frame {m.frame}"
+        typer.echo(f"mismatch: {where}: {m.reason}")
+    verdict = "ok" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+    stderr.print(f"{report.source}: {len(report.checked)} of {report.frames} frames checked, {verdict}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def frame(
+    source: Path = typer.Argument(..., help="Source segment."),
+    index: Optional[int] = typer.Argument(None, help="Frame number (0 = first; negative counts from the end)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write it: .jpg (the proxy's JPEG as is) or .png."),
+    at_time: Optional[float] = typer.Option(None, "--time", "-t", help="Instead of K: the frame shown at this source time (seconds)."),
+    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id."),
+) -> None:
+    """Write one proxy frame (frame K, or the one shown at --time) to a file; print its path."""
+    from .errors import BadInputError
+
+    if (index is None) == (at_time is None):
+        raise BadInputError(source, "give a frame number K or --time T (one of them)")
+    with _cache().open(source, session) as reader:
+        k = reader.index_at(at_time) if at_time is not None else index
+        try:
+            data = reader.jpeg(k)
+        except IndexError:
+            raise BadInputError(source, f"frame {k} out of range (0 to {len(reader) - 1})") from None
+        k = k % len(reader)
+        out = output or Path(f"{Path(source).stem}-{k:06d}.jpg")
+        suffix = out.suffix.lower()
+        if suffix in (".jpg", ".jpeg"):
+            out.write_bytes(data)
+        elif suffix == ".png":
+            import av
+
+            av.VideoFrame.from_ndarray(reader[k], format="rgb24").save(str(out))
+        else:
+            raise BadInputError(out, "output must end in .jpg, .jpeg or .png")
+        stderr.print(f"frame {k} at {reader.time_of(k):.6f} s", highlight=False)
+    typer.echo(str(out))
 
 
 def run() -> None:

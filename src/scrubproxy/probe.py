@@ -11,7 +11,7 @@ import fractions
 import logging
 import os
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -68,7 +68,8 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """A probed source segment."""
+    """A probed source segment. ``truncated`` says why the file's structure
+    shows it was cut short (a recording interrupted mid-write), else None."""
 
     path: Path
     size: int
@@ -76,7 +77,7 @@ class SourceInfo:
     duration: float | None
     streams: tuple[StreamSummary, ...]
     video: VideoInfo
-    warnings: tuple[str, ...] = field(default=())
+    truncated: str | None = None
 
 
 def check_source_path(path: str | Path) -> Path:
@@ -112,6 +113,63 @@ def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
     return types
 
 
+def _ebml_size(data: bytes, pos: int) -> tuple[int | None, int]:
+    """Read an EBML variable-size integer at ``pos``: (value or None for "unknown", next pos)."""
+    first = data[pos]
+    length = 1
+    while length <= 8 and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML size")
+    value = first & (0xFF >> length)
+    for b in data[pos + 1 : pos + length]:
+        value = (value << 8) | b
+    unknown = value == (1 << (7 * length)) - 1
+    return (None if unknown else value), pos + length
+
+
+def truncation_reason(path: Path) -> str | None:
+    """Why the file's own structure says it was cut short, or None.
+
+    ISO-BMFF (MP4, fragmented MP4): a top-level box that runs past the end of
+    the file. Matroska: a segment whose declared size runs past the end. A
+    recorder still writing a live Matroska file declares no size: not detectable here.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[4:8] in (b"ftyp", b"styp", b"moov", b"moof", b"mdat", b"free"):
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                box = f.read(16)
+                box_size = int.from_bytes(box[:4], "big")
+                if box_size == 1 and len(box) >= 16:
+                    box_size = int.from_bytes(box[8:16], "big")
+                elif box_size == 0:
+                    return None  # runs to the end of the file by definition
+                if box_size < 8:
+                    return None
+                if pos + box_size > size:
+                    return f"its '{box[4:8].decode('latin1')}' box ends {pos + box_size - size} bytes past the end of the file"
+                pos += box_size
+            return None
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            try:
+                header_size, pos = _ebml_size(head, 4)
+                pos += header_size or 0
+                f.seek(pos)
+                seg = f.read(12)
+                if seg[:4] != b"\x18\x53\x80\x67":
+                    return None
+                seg_size, data_start = _ebml_size(seg, 4)
+            except (ValueError, IndexError):
+                return None
+            if seg_size is not None and pos + data_start + seg_size > size:
+                return f"its Matroska segment ends {pos + data_start + seg_size - size} bytes past the end of the file"
+    return None
+
+
 def open_container(path: Path) -> av.container.InputContainer:
     """Open a source with PyAV, turning FFmpeg's refusals into plain reasons."""
     if path.stat().st_size == 0:
@@ -120,7 +178,7 @@ def open_container(path: Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="replace")
     except av.error.PermissionError as exc:
         raise SourceUnreadableError(path, "permission denied") from exc
-    except (av.error.InvalidDataError, av.error.EOFError, av.error.ValueError, OSError) as exc:
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
         boxes = _mp4_top_level_boxes(path)
         if b"ftyp" in boxes[:2] and b"moov" not in boxes:
             raise SourceUnreadableError(
@@ -243,6 +301,7 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     return SourceInfo(
         path=p,
         size=size,
+        truncated=truncation_reason(p),
         format_name=format_name,
         duration=duration,
         streams=summaries,

@@ -55,20 +55,27 @@ def patch_box(i: int, height: int, width: int) -> tuple[int, int, int, int]:
 class PatternPainter:
     """Paints frame ``k`` as an RGB array; keeps its static layers between frames."""
 
-    def __init__(self, width: int, height: int, seed: int = 1) -> None:
+    def __init__(self, width: int, height: int, seed: int = 1, grain: int = 0) -> None:
         self.width, self.height = width, height
         rng = np.random.default_rng(seed)
+        # Sensor-like grain (a few layers cycled) makes the bitrate and decode
+        # cost of a camera recording; 0 keeps test media small.
+        self._grain = [rng.integers(-grain, grain + 1, size=(height, width, 1), dtype=np.int16) for _ in range(4)] if grain else []
         # A smooth texture, wider than the picture, rolled sideways for motion.
-        small = rng.integers(40, 200, size=(max(2, height // 16), max(2, width // 16), 3))
+        # Blocks rounded up so that sizes that are not multiples of 16 are covered.
+        small = rng.integers(40, 200, size=(max(2, -(-height // 16)), max(2, -(-width // 16)), 3))
         tex = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)[:height].astype(np.uint8)
-        self._texture = np.ascontiguousarray(np.pad(tex, ((0, height - tex.shape[0]), (0, 0), (0, 0)), mode="edge"))
+        self._texture = np.ascontiguousarray(tex)
         self._base = np.zeros((height, width, 3), np.uint8)
 
     def paint(self, k: int) -> np.ndarray:
         h, w = self.height, self.width
         img = self._base
         tex = np.roll(self._texture, 7 * k, axis=1)[:, :w]
-        img[:] = tex[:h, :w]
+        if self._grain:
+            img[:] = np.clip(tex[:h, :w] + self._grain[k % len(self._grain)], 0, 255)
+        else:
+            img[:] = tex[:h, :w]
         for bit in range(INDEX_BITS):
             row, col = divmod(bit, INDEX_COLS)
             y0, y1, x0, x1 = _cell_box(row, col, h, w)
@@ -117,7 +124,9 @@ class RecordingSpec:
     times: Sequence[float] | None = None
     start_time: float = 0.0
     codec_options: tuple[tuple[str, str], ...] = ()
+    container_options: tuple[tuple[str, str], ...] = ()  # e.g. (("movflags", "frag_keyframe+empty_moov"),)
     audio: bool = False
+    grain: int = 0  # amplitude of per-pixel noise, as a camera's sensor adds
 
 
 def _time_base_for(spec: RecordingSpec) -> fractions.Fraction:
@@ -130,9 +139,9 @@ def make_recording(spec: RecordingSpec) -> Path:
     """Encode a synthetic recording described by ``spec`` with PyAV (writes ``spec.path``)."""
     path = Path(spec.path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    painter = PatternPainter(spec.width, spec.height)
+    painter = PatternPainter(spec.width, spec.height, grain=spec.grain)
     time_base = _time_base_for(spec)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=dict(spec.container_options)) as out:
         stream = out.add_stream(spec.codec, rate=spec.rate)
         stream.width, stream.height = spec.width, spec.height
         stream.pix_fmt = spec.pix_fmt

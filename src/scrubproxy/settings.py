@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
@@ -60,9 +60,8 @@ class ProxySettings:
 
     def fingerprint(self) -> dict[str, object]:
         """The settings that decide the proxy's content (stored in the manifest)."""
-        fields = asdict(self)
-        del fields["hwaccel"]
-        return fields
+        # A literal, not dataclasses.asdict: this runs on every cache hit.
+        return {"height": self.height, "quality": self.quality, "container": self.container, "codec": self.codec, "stream": self.stream}
 
 
 def resolve_cache_root(root: str | Path | None = None) -> Path:

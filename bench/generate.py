@@ -1,0 +1,163 @@
+"""Proxy generation: scrubproxy's encode against the reference's ffmpeg command, same run.
+
+Source: 30 s of 1080p60 H.264 (GOP 250, B-frames, grain), made once by
+bench/common.py. Each side runs as a child process under GNU time (wall, CPU,
+peak RSS), alternating, ``--rounds`` times; medians are reported. Quality:
+PSNR of each proxy against the source decoded in full and box-downscaled,
+(a) in RGB as every player decodes a JPEG (BT.601), which includes the
+reference's colour-matrix error, and (b) in luma against each proxy's own
+matrix, which isolates scaling + compression loss. Also: a 4K source's peak
+RSS and the cost of a cache hit in the library.
+
+    python bench/generate.py [--rounds 3] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import common
+from common import hd_source, percentile, save, table, timed, uhd_source
+
+import av  # noqa: E402
+import simplejpeg  # noqa: E402
+
+from scrubproxy import ProxyCache, ProxySettings  # noqa: E402
+
+REFERENCE = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", "{src}", "-vf", "scale=-2:360", "-c:v", "mjpeg", "-q:v", "5", "-an", "{out}"]
+
+
+def ours_cmd(src: Path, cache_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "scrubproxy.cli", "--cache-dir", str(cache_dir), "proxy", str(src), "--hwaccel", "none", "--force", "--quiet"]
+
+
+def truth_frames(src: Path, picks: set[int]) -> dict[int, np.ndarray]:
+    """Source frames decoded in full (loop filter on), converted to RGB with
+    their own matrix (BT.709 limited) and box-downscaled by 3 to 640x360."""
+    out = {}
+    with av.open(str(src)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for k, f in enumerate(c.decode(s)):
+            if k in picks:
+                rgb = f.reformat(format="rgb24", src_colorspace="ITU709", src_color_range="MPEG", dst_color_range="JPEG", interpolation="POINT").to_ndarray().astype(np.float64)
+                h, w = rgb.shape[0] // 3 * 3, rgb.shape[1] // 3 * 3
+                out[k] = rgb[:h, :w].reshape(h // 3, 3, w // 3, 3, 3).mean(axis=(1, 3))
+    return out
+
+
+def proxy_frames(path: Path, picks: set[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(RGB as a JPEG decoder shows it, raw luma plane) of the picked proxy frames."""
+    out = {}
+    with av.open(str(path)) as c:
+        for k, p in enumerate(x for x in c.demux(video=0) if x.size):
+            if k in picks:
+                data = bytes(p)
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB").astype(np.float64)
+                luma = simplejpeg.decode_jpeg(data, colorspace="GRAY")[..., 0].astype(np.float64)
+                out[k] = (rgb, luma)
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
+
+
+def luma(rgb: np.ndarray, kr: float, kb: float) -> np.ndarray:
+    return kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
+
+
+def quality(src: Path, ours: Path, ref: Path, frames: int) -> dict:
+    picks = set(np.linspace(0, frames - 1, 24).astype(int).tolist())
+    truth = truth_frames(src, picks)
+    result = {}
+    for name, path, (kr, kb) in (("ours", ours, (0.299, 0.114)), ("reference", ref, (0.2126, 0.0722))):
+        got = proxy_frames(path, picks)
+        ks = sorted(set(got) & set(truth))
+        rgb = [psnr(got[k][0][: truth[k].shape[0], : truth[k].shape[1]], truth[k]) for k in ks]
+        y = [psnr(got[k][1][: truth[k].shape[0], : truth[k].shape[1]], luma(truth[k], kr, kb)) for k in ks]
+        result[name] = {"psnr_rgb": statistics.mean(rgb), "psnr_luma_own_matrix": statistics.mean(y), "frames_compared": len(ks)}
+    return result
+
+
+def hit_cost(src: Path, cache_dir: Path) -> dict:
+    cache = ProxyCache(cache_dir)
+    cache.ensure(src, settings=ProxySettings(hwaccel="none"))
+    times = []
+    for _ in range(2000):
+        t = time.perf_counter()
+        cache.ensure(src, settings=ProxySettings(hwaccel="none"))
+        times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": statistics.median(times), "p99_ms": percentile(times, 99)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=30)
+    args = ap.parse_args()
+    src = hd_source(args.seconds)
+    duration = float(args.seconds)
+    have_ffmpeg = shutil.which("ffmpeg") is not None
+    work = Path(tempfile.mkdtemp(prefix="scrubproxy-bench-"))
+    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+    try:
+        for _ in range(args.rounds):
+            runs["ours"].append(timed(ours_cmd(src, work / "cache"), env={"PYTHONPATH": str(common.BENCH.parent / "src")}))
+            if have_ffmpeg:
+                runs["reference"].append(timed([a.format(src=src, out=work / "ref.avi") for a in REFERENCE]))
+        ours_proxy = ProxyCache(work / "cache").lookup(src, settings=ProxySettings(hwaccel="none"))
+        assert ours_proxy is not None
+        frames = 60 * args.seconds
+        q = quality(src, ours_proxy, work / "ref.avi", frames) if have_ffmpeg else {}
+        uhd = uhd_source()
+        uhd_run = timed(ours_cmd(uhd, work / "cache4k"), env={"PYTHONPATH": str(common.BENCH.parent / "src")})
+        hit = hit_cost(src, work / "cache")
+        sizes = {"ours": ours_proxy.stat().st_size, "reference": (work / "ref.avi").stat().st_size if have_ffmpeg else None}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    summary = {"source": src.name, "duration_s": duration, "rounds": args.rounds, "runs": runs, "quality": q, "uhd": uhd_run, "hit": hit, "sizes": sizes}
+    rows = []
+    for side in ("ours", "reference"):
+        if not runs[side]:
+            continue
+        wall = med(side, "wall")
+        rows.append(
+            [
+                "scrubproxy" if side == "ours" else "reference ffmpeg command",
+                f"{duration / wall:.2f}x",
+                f"{wall:.2f}",
+                f"{med(side, 'cpu'):.1f}",
+                f"{med(side, 'rss_mb'):.0f}",
+                f"{sizes[side] / 1e6 / (duration / 60):.0f}",
+                f"{q[side]['psnr_rgb']:.2f}" if q else "-",
+                f"{q[side]['psnr_luma_own_matrix']:.2f}" if q else "-",
+            ]
+        )
+    speedup = med("reference", "wall") / med("ours", "wall") if runs["reference"] else None
+    summary["speedup_vs_reference"] = speedup
+    out = save("generate", summary)
+    print(table(["encoder", "x realtime", "wall s", "CPU s", "peak RSS MB", "MB per min", "PSNR RGB dB", "PSNR luma dB"], rows))
+    print()
+    if speedup:
+        print(f"speed ratio (reference wall / ours): {speedup:.2f}x")
+    print(f"4K source ({uhd.name}): peak RSS {uhd_run['rss_mb']:.0f} MB, {3 / uhd_run['wall']:.2f}x realtime")
+    print(f"cache hit (ensure on a valid proxy, in-process): median {hit['median_ms']:.3f} ms, p99 {hit['p99_ms']:.3f} ms")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

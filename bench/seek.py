@@ -1,0 +1,167 @@
+"""Random frame access: the proxy (jpeg bytes, RGB pixels) against exact seeks in the source, same run.
+
+500 random frames of a 1080p60 GOP-250 H.264 source. Each method gets the
+same frames and is checked for accuracy by reading the index painted into
+every frame. The exact PyAV source seek (keyframe before, decode forward) and
+decord (when installed) cost hundreds of milliseconds each, so they run on the
+first ``--source-frames`` of the same list.
+
+    python bench/seek.py [--frames 500] [--source-frames 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import av
+import numpy as np
+import simplejpeg
+
+from common import hd_source, percentile, save, table
+
+from scrubproxy import ProxyCache, ProxySettings  # noqa: E402
+from scrubproxy.reader import ProxyReader  # noqa: E402
+from scrubproxy.samples import read_index  # noqa: E402
+
+
+def timed_calls(fn, ks):
+    times, results = [], []
+    for k in ks:
+        t = time.perf_counter()
+        results.append(fn(k))
+        times.append((time.perf_counter() - t) * 1000)
+    return times, results
+
+
+def pyav_exact(src):
+    """The usual exact seek: to the keyframe at or before frame k's pts, then decode forward."""
+    with av.open(str(src)) as c:
+        pts = sorted(p.pts for p in c.demux(video=0) if p.size)
+    container = av.open(str(src))
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+
+    def get(k):
+        container.seek(pts[k], stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts >= pts[k]:
+                return frame.to_ndarray(format="rgb24")
+        raise LookupError(k)
+
+    return get
+
+
+def decord_reader(src):
+    try:
+        import decord
+    except ImportError:
+        return None
+    vr = decord.VideoReader(str(src), ctx=decord.cpu(0))
+    return lambda k: vr[k].asnumpy()
+
+
+def jpeg_decoders(reader, ks) -> dict:
+    """The same JPEGs through each candidate decoder: why r[k] uses simplejpeg."""
+    import io
+
+    from PIL import Image
+
+    codec = av.CodecContext.create("mjpeg", "r")
+    candidates = {
+        "simplejpeg (libjpeg-turbo)": lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB"),
+        "PyAV mjpeg decoder + rgb24": lambda b: codec.decode(av.Packet(b))[0].to_ndarray(format="rgb24"),
+        "Pillow": lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")),
+    }
+    blobs = [reader.jpeg(k) for k in ks]
+    out = {}
+    for name, fn in candidates.items():
+        fn(blobs[0])
+        times, images = timed_calls(fn, blobs)
+        exact = sum(read_index(img) == k for img, k in zip(images, ks))
+        out[name] = {"median_ms": statistics.median(times), "p99_ms": percentile(times, 99), "exact": exact, "n": len(ks)}
+    return out
+
+
+def torchcodec_reader(src):
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception:  # not installable everywhere (needs torch and FFmpeg libraries)
+        return None
+    decoder = VideoDecoder(str(src), seek_mode="exact")
+    return lambda k: decoder[k].permute(1, 2, 0).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=500)
+    ap.add_argument("--source-frames", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    src = hd_source(30)
+    cache = ProxyCache(common_cache())
+    proxy = cache.ensure(src, settings=ProxySettings(hwaccel="none"))
+
+    opens = []
+    for _ in range(200):
+        t = time.perf_counter()
+        r = ProxyReader(proxy)
+        opens.append((time.perf_counter() - t) * 1000)
+        r.close()
+    reader = ProxyReader(proxy)
+    n = len(reader)
+    ks = random.Random(args.seed).sample(range(n), args.frames)
+    methods = {
+        "r.jpeg(k)": (reader.jpeg, ks, None),
+        "r[k]": (reader.__getitem__, ks, read_index),
+        "PyAV exact seek (source)": (pyav_exact(src), ks[: args.source_frames], read_index),
+    }
+    dec = decord_reader(src)
+    if dec is not None:
+        methods["decord (source)"] = (dec, ks[: args.source_frames], read_index)
+    tc = torchcodec_reader(src)
+    if tc is not None:
+        methods["torchcodec exact (source)"] = (tc, ks[: args.source_frames], read_index)
+    rows, data = [], {}
+    for name, (fn, sample, check) in methods.items():
+        fn(sample[0])  # warm
+        times, results = timed_calls(fn, sample)
+        if check is None:  # jpeg bytes: decode to check
+            exact = sum(read_index(simplejpeg.decode_jpeg(b, colorspace="RGB")) == k for b, k in zip(results, sample))
+        else:
+            exact = sum(check(img) == k for img, k in zip(results, sample))
+        data[name] = {"n": len(sample), "median_ms": statistics.median(times), "p99_ms": percentile(times, 99), "exact": exact}
+    base = data["PyAV exact seek (source)"]["median_ms"]
+    for name, d in data.items():
+        rows.append([name, d["n"], f"{d['median_ms']:.4f}", f"{d['p99_ms']:.4f}", f"{base / d['median_ms']:.0f}x", f"{100 * d['exact'] / d['n']:.0f}%"])
+    t = time.perf_counter()
+    for k in range(n):
+        reader[k]
+    seq_rgb = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for k in range(n):
+        reader.jpeg(k)
+    seq_jpeg = n / (time.perf_counter() - t)
+    decoders = jpeg_decoders(reader, ks[:200])
+    reader.close()
+    summary = {"jpeg_decoders": decoders, "source": src.name, "frames": n, "methods": data, "open_ms_median": statistics.median(opens), "open_ms_p99": percentile(opens, 99), "sequential_fps": {"rgb": seq_rgb, "jpeg": seq_jpeg}}
+    out = save("seek", summary)
+    print(table(["method", "frames", "median ms", "p99 ms", "median vs exact source seek", "exact"], rows))
+    print()
+    print(f"sequential read: r[k] {seq_rgb:.0f} frames/s, r.jpeg(k) {seq_jpeg:.0f} frames/s; ProxyReader open: median {summary['open_ms_median']:.3f} ms, p99 {summary['open_ms_p99']:.3f} ms")
+    print()
+    print(table(["JPEG decoder (same 200 proxy frames)", "median ms", "p99 ms", "exact"], [[n, f"{d['median_ms']:.3f}", f"{d['p99_ms']:.3f}", f"{100 * d['exact'] / d['n']:.0f}%"] for n, d in decoders.items()]))
+    print(f"results: {out}")
+
+
+def common_cache():
+    from common import MEDIA
+
+    return MEDIA / "cache"
+
+
+if __name__ == "__main__":
+    main()

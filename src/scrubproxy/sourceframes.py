@@ -1,0 +1,114 @@
+"""Exact frames from the original source, by pts: what verify and full-quality views need.
+
+A plain seek is not enough: it lands on a keyframe at or before the target,
+and on open-GOP HEVC (x265's default) the decoder's first output after a seek
+to the keyframe just before the target can already be *past* the target (the
+leading pictures are dropped). So: seek, decode forward to the wanted pts, and
+when the first frame out is already past it, seek further back and try again.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+from pathlib import Path
+
+import av
+
+from .errors import SourceUnreadableError
+from .probe import SourceInfo, open_container
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_STEPS = 8
+
+
+class SourceFrames:
+    """Decode source frames by their pts, exactly. Not thread-safe: one per thread."""
+
+    def __init__(self, info: SourceInfo) -> None:
+        self.info = info
+        self.container = open_container(info.path)
+        self.stream = self.container.streams[info.video.index]
+        self.stream.thread_type = "AUTO"
+        self._next: av.VideoFrame | None = None
+        self._iter = None
+        self._last_pts: int | None = None
+
+    def _frames(self):
+        for packet in self.container.demux(self.stream):
+            try:
+                yield from self.stream.decode(packet)
+            except av.error.InvalidDataError:
+                continue
+
+    def _seek(self, pts: int) -> None:
+        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self.stream.codec_context.flush_buffers()
+        self._iter = self._frames()
+        self._last_pts = None
+
+    def frame_at_pts(self, pts: int) -> av.VideoFrame:
+        """The decoded source frame whose pts is ``pts`` (raises if the source has none)."""
+        # Sequential access (the next frame or a little ahead) needs no seek.
+        if self._iter is not None and self._last_pts is not None and self._last_pts < pts <= self._last_pts + self._ahead():
+            frame = self._forward_to(pts)
+            if frame is not None:
+                return frame
+        step = self._ahead()
+        target = pts
+        for _ in range(_MAX_BACKOFF_STEPS):
+            self._seek(target)
+            first = self._next_frame()
+            if first is None:
+                break
+            if first.pts is not None and first.pts > pts:
+                # Landed past the target (open GOP, or a seek index that rounds up): go further back.
+                target -= step
+                step *= 2
+                continue
+            if first.pts == pts:
+                return first
+            frame = self._forward_to(pts)
+            if frame is not None:
+                return frame
+            break
+        raise SourceUnreadableError(self.info.path, f"no frame with pts {pts} in the source")
+
+    def _ahead(self) -> int:
+        rate = self.info.video.average_rate or fractions.Fraction(30)
+        return max(1, round(2 / (rate * self.info.video.time_base)))  # about two seconds
+
+    def _next_frame(self) -> av.VideoFrame | None:
+        try:
+            frame = next(self._iter)
+        except StopIteration:
+            return None
+        self._last_pts = frame.pts
+        return frame
+
+    def _forward_to(self, pts: int) -> av.VideoFrame | None:
+        while True:
+            frame = self._next_frame()
+            if frame is None or frame.pts is None:
+                return None
+            if frame.pts == pts:
+                return frame
+            if frame.pts > pts:
+                return None
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "SourceFrames":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source_frames(path: str | Path, stream: int | None = None) -> SourceFrames:
+    """Probe ``path`` and open it for exact frame access."""
+    from .probe import probe
+
+    return SourceFrames(probe(path, stream))
