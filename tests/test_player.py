@@ -262,3 +262,96 @@ def test_the_original_opens_at_the_exact_frame_through_mpvs_own_start_time(late_
                 assert got == k, f"{source.name} frame {k}"
             finally:
                 proc.stop()
+
+
+def press(player: Player, key: str) -> int:
+    """Press ``key`` in mpv (the Lua script's bindings) and wait until the frame shown changes."""
+    before = player.frame()
+    player.command("keypress", key)
+    deadline = time.monotonic() + 3
+    while player.frame() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return player.frame()
+
+
+def test_keys_step_by_frame_and_by_source_seconds_across_segments(session_sources, vfr_source, cache, tmp_path):
+    with Player([session_sources[0], vfr_source], cache=cache, headless=True) as p:
+        one_second_on = p.timeline.index_at(p.timeline.time_of(0) + 1)
+        assert one_second_on > 20  # lands inside the second segment
+        assert press(p, "RIGHT") == one_second_on
+        assert shown(p, tmp_path) == p.timeline.locate(one_second_on)[1]
+        assert press(p, ".") == one_second_on + 1
+        assert press(p, ",") == one_second_on
+        assert press(p, "UP") == len(p) - 1  # +10 s runs past the end: the last frame
+        assert press(p, "DOWN") == 0
+        log = (p._res.folder / "mpv.log").read_text()
+        assert "scrubproxy" not in log and "Lua" not in log, log
+
+
+def _mpv_child_socket(parent: int, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in Path("/proc").iterdir():
+            if not pid.name.isdigit():
+                continue
+            try:
+                stat = (pid / "stat").read_text()
+                args = (pid / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and stat.split("(")[1].startswith("mpv"):
+                for a in args:
+                    if a.startswith(b"--input-ipc-server="):
+                        path = a.split(b"=", 1)[1].decode()
+                        if os.path.exists(path):
+                            return path
+        time.sleep(0.05)
+    raise AssertionError("scrubproxy play started no mpv")
+
+
+def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--quiet", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(_mpv_child_socket(proc.pid))
+        sock.settimeout(10)
+        reader = sock.makefile("rb")
+
+        def ask(*command):
+            sock.sendall(json.dumps({"command": list(command), "request_id": 1}).encode() + b"\n")
+            while True:
+                msg = json.loads(reader.readline())
+                if msg.get("request_id") == 1:
+                    return msg
+
+        deadline = time.monotonic() + 10
+        while ask("get_property", "duration").get("error") != "success":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert abs(ask("get_property", "duration")["data"] - 2.0) < 0.01  # 3 x 20 frames at 30 fps
+        assert ask("get_property", "pause")["data"] is True
+        assert ask("get_property", "hr-seek")["data"] in (True, "yes")
+        ask("quit")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # then the whole session, by name only
+    assert subprocess.run([sys.executable, "-m", "scrubproxy.cli", "play", "--session", "nothing-here", "--quiet"], env=env, capture_output=True, timeout=60).returncode == 2
+
+
+def test_cli_play_refuses_a_bad_source_before_starting_mpv(run_cli, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    result = run_cli("play", bad, "--quiet")
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: ") and "notes.mp4" in result.stderr
+    assert run_cli("play", "--quiet").returncode == 2

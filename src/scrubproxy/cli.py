@@ -389,6 +389,12 @@ def frame(
     typer.echo(str(out))
 
 
+# -- scrubproxy play (cli_play.py) --
+from .cli_play import play as _play  # noqa: E402
+
+app.command("play")(handles_errors(_play))
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
