@@ -355,3 +355,37 @@ def test_cli_play_refuses_a_bad_source_before_starting_mpv(run_cli, tmp_path):
     assert result.returncode == 3
     assert result.stderr.startswith("error: ") and "notes.mp4" in result.stderr
     assert run_cli("play", "--quiet").returncode == 2
+
+
+@pytest.mark.parametrize("ending", ["exit without close", "SIGKILL"])
+def test_no_mpv_outlives_the_process_that_started_it(cfr_source, tmp_path, ending):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from scrubproxy import Player, ProxyCache\n"
+        f"p = Player({str(cfr_source)!r}, cache=ProxyCache({str(tmp_path / 'cache')!r}), headless=True)\n"
+        "print(p.pid, flush=True)\n"
+        f"time.sleep({0 if ending == 'exit without close' else 60})\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(child.stdout.readline())
+        if ending == "SIGKILL":
+            child.kill()
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    deadline = time.monotonic() + 5
+
+    def dead() -> bool:  # gone, or a zombie waiting for init to reap it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    while not dead():
+        assert time.monotonic() < deadline, f"mpv {pid} outlived its Python process ({ending})"
+        time.sleep(0.05)
