@@ -265,12 +265,11 @@ def test_the_original_opens_at_the_exact_frame_through_mpvs_own_start_time(late_
 
 
 def press(player: Player, key: str) -> int:
-    """Press ``key`` in mpv (the Lua script's bindings) and wait until the frame shown changes."""
-    before = player.frame()
-    player.command("keypress", key)
-    deadline = time.monotonic() + 3
-    while player.frame() == before and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Press ``key`` in mpv (the Lua script's bindings seek) and wait for the frame to be on screen."""
+    mpv = player._mpv
+    mpv.clear_events()
+    mpv.command("keypress", key)
+    mpv.wait_event("playback-restart")
     return player.frame()
 
 
