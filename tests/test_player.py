@@ -107,9 +107,11 @@ def test_a_session_plays_as_one_timeline_with_exact_joins(session_sources, cache
         assert abs(p.command("get_property", "duration") - p.timeline.duration) < 1e-3
 
 
-def test_a_session_mixing_constant_and_variable_rate_segments_is_exact(session_sources, late_source, vfr_source, cache, tmp_path):
+def test_a_session_mixing_constant_and_variable_rate_segments_is_exact(session_sources, late_source, vfr_source, tmp_path):
     sources = [session_sources[0], late_source, session_sources[1], vfr_source]
+    cache = ProxyCache(tmp_path / "odd, name; 100% [x]")  # EDL separators in the proxies' paths
     with Player(sources, cache=cache, headless=True) as p:
+        assert {s.proxy.suffix for s in p.segments} == {".mkv"}  # one container per timeline
         ends = [g for s in p.segments for g in (s.first, s.first + s.count - 1)]
         check_random_seeks(p, tmp_path, 60, seed=5, extra=ends)
 
@@ -343,7 +345,25 @@ def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # then the whole session, by name only
+    # then the whole session by its name alone: its segments in recording order
+    proc = subprocess.Popen(cmd[:4] + ["--session", "cli", "--quiet", "--mpv-arg=--vo=null"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(_mpv_child_socket(proc.pid))
+        sock.settimeout(10)
+        reader = sock.makefile("rb")
+        deadline = time.monotonic() + 10
+        while ask("get_property", "playlist/0/filename").get("error") != "success":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        edl = ask("get_property", "playlist/0/filename")["data"]
+        assert [edl.index(s.stem) for s in session_sources] == sorted(edl.index(s.stem) for s in session_sources)
+        ask("quit")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert subprocess.run([sys.executable, "-m", "scrubproxy.cli", "play", "--session", "nothing-here", "--quiet"], env=env, capture_output=True, timeout=60).returncode == 2
 
 
