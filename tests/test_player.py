@@ -132,7 +132,7 @@ def test_seek_time_shows_the_frame_on_screen_at_that_source_time(vfr_source, ses
     with Player(session_sources, cache=cache, headless=True) as p:
         for g in (0, 19, 20, 39, 40, 59, 33):
             t = p.timeline.time_of(g)
-            seg, k = p.timeline.locate(g)
+            _, k = p.timeline.locate(g)
             assert p.seek_time(t + 0.01) == g
             assert shown(p, tmp_path) == k
 

@@ -168,7 +168,7 @@ class MpvClient:
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise self._hung(what, timeout) from None
             except OSError:
                 raise self._died() from None
@@ -188,7 +188,7 @@ class MpvClient:
             self.sock.settimeout(timeout)
             try:
                 self.sock.sendall(payload)
-            except socket.timeout:
+            except TimeoutError:
                 raise self._hung(str(args[0]), timeout) from None
             except OSError:
                 raise self._died() from None

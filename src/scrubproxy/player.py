@@ -174,6 +174,7 @@ class Player:
         sidecar.write_text(json.dumps(data, separators=(",", ":")))
         sock = Path(socket_path) if socket_path is not None else res.folder / "mpv.sock"
         args = self._mpv_args(sidecar, headless) + extra + ["--", self.timeline.edl()]
+        log.debug("starting mpv %s", " ".join(args))
         res.process = MpvProcess(args, sock, res.folder / "mpv.log")
         res.client = res.process.connect(self.timeout)
         res.client.timeout = self.timeout
