@@ -310,6 +310,14 @@ def _mpv_child_socket(parent: int, timeout: float = 30) -> str:
     raise AssertionError("scrubproxy play started no mpv")
 
 
+def wait_for_keys_line(proc) -> None:
+    """``scrubproxy play`` prints its key help once the Player is up (mpv shows the first frame)."""
+    for line in proc.stderr:
+        if line.startswith("keys:"):
+            return
+    raise AssertionError(f"scrubproxy play ended before mpv was up (exit {proc.wait()})")
+
+
 def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
     import json
     import socket
@@ -317,9 +325,10 @@ def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_s
     import sys
 
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--quiet", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
+    cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        wait_for_keys_line(proc)
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(_mpv_child_socket(proc.pid))
         sock.settimeout(10)
@@ -346,8 +355,9 @@ def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_s
             proc.kill()
             proc.wait()
     # then the whole session by its name alone: its segments in recording order
-    proc = subprocess.Popen(cmd[:4] + ["--session", "cli", "--quiet", "--mpv-arg=--vo=null"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd[:4] + ["--session", "cli", "--mpv-arg=--vo=null"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        wait_for_keys_line(proc)
         sock = socket.socket(socket.AF_UNIX)
         sock.connect(_mpv_child_socket(proc.pid))
         sock.settimeout(10)

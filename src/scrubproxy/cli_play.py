@@ -55,7 +55,7 @@ def play(
     uniform = uniform_settings(proxies, settings)
     if uniform is not None:  # a multi-segment timeline plays Matroska proxies (see uniform_settings)
         ensure_all(cache, sources, session, uniform, False, 1, not quiet)
-    if not quiet:
-        stderr.print(KEYS, highlight=False)
     with Player(sources, session, cache, settings=uniform or settings, mpv_args=mpv_arg, original_args=mpv_arg) as player:
+        if not quiet:  # once mpv shows the first frame
+            stderr.print(KEYS, highlight=False)
         player.wait()
