@@ -432,3 +432,15 @@ def test_threads_ensuring_one_source_share_one_encode(cache: ProxyCache, source:
     assert len({path for path, _ in results}) == 1
     assert sum(encoded for _, encoded in results) == 1
     assert indices(results[0][0]) == list(range(60))
+
+
+def test_a_cache_root_that_is_a_file_lists_nothing_and_is_never_cleaned(tmp_path: Path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("canary")
+    for root in (blocker, blocker / "cache"):
+        cache = ProxyCache(root)
+        assert cache.entries() == [] and cache.entries("s") == []
+        assert cache.lookup(blocker) is None
+    with pytest.raises(CacheRootRefusedError):
+        ProxyCache(blocker).cleanup()
+    assert blocker.read_text() == "canary"

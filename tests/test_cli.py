@@ -250,6 +250,13 @@ def test_height_or_quality_out_of_range_exits_2(run_cli, cfr_source, tmp_path, o
     assert cache_files(tmp_path / "cache") == []
 
 
+def test_unknown_hardware_decoder_exits_2(run_cli, cfr_source, tmp_path):
+    result = run_cli("proxy", "--hwaccel", "nosuchdevice", cfr_source)
+    assert result.returncode == 2
+    one_error_line(result, None, "nosuchdevice", "not available")
+    assert cache_files(tmp_path / "cache") == []
+
+
 def _audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=48000)
@@ -293,12 +300,25 @@ def test_unwritable_cache_folder_exits_4_and_leaves_nothing(run_cli, tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-@pytest.mark.parametrize("name, options", [("cut.mkv", ()), ("cut-fragmented.mp4", FRAGMENTED)])
-def test_cut_off_recording_gives_a_partial_proxy_and_is_rebuilt_when_it_grows(run_cli, tmp_path, name, options):
+def _as_if_the_muxer_crashed(mkv: Path) -> bytes:
+    """The bytes of ``mkv`` with the segment size still "unknown", as FFmpeg's
+    Matroska muxer leaves it until it closes the file (so every crashed recording)."""
+    data = bytearray(mkv.read_bytes())
+    at = data.index(b"\x18\x53\x80\x67") + 4  # the Segment element's size field
+    assert data[at] == 0x01, "expected an 8-byte size field"
+    data[at : at + 8] = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "name, options, crashed",
+    [("cut.mkv", (), False), ("crashed.mkv", (), True), ("cut-fragmented.mp4", FRAGMENTED, False)],
+)
+def test_cut_off_recording_gives_a_partial_proxy_and_is_rebuilt_when_it_grows(run_cli, tmp_path, name, options, crashed):
     full = make_recording(RecordingSpec(path=tmp_path / "full" / name, frames=60, gop=10, bframes=2, container_options=options))
     src = tmp_path / "rec" / name
     src.parent.mkdir()
-    data = full.read_bytes()
+    data = _as_if_the_muxer_crashed(full) if crashed else full.read_bytes()
     src.write_bytes(data[: len(data) * 6 // 10])
     result = run_cli("proxy", src)
     assert result.returncode == 0, result.stderr

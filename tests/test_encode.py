@@ -204,3 +204,20 @@ def test_progress_callback_reports_done_total_and_rate_and_ends_complete(cache: 
     assert all(total == 90 for _, total, _ in calls)
     assert all(fps > 0 for _, _, fps in calls)
     assert calls[-1][:2] == (90, 90)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("height", 15), ("height", 4321), ("height", 360.0), ("height", True), ("quality", 1), ("quality", 32), ("quality", False),
+     ("container", "mp4"), ("codec", "h264"), ("stream", -1), ("stream", True), ("stream", "0"), ("hwaccel", "")],
+)
+def test_settings_out_of_range_are_bad_input(field, value):
+    from scrubproxy.errors import BadInputError
+
+    with pytest.raises(BadInputError, match=field):
+        ProxySettings(**{field: value})
+
+
+def test_settings_at_their_limits_are_accepted():
+    assert ProxySettings(height=16, quality=2).height == 16
+    assert ProxySettings(height=4320, quality=31, stream=0, container="mkv").quality == 31

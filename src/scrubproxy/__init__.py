@@ -23,6 +23,7 @@ from .player import Player
 from .probe import SourceInfo, probe
 from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
+from .watch import SegmentWatcher
 
 __all__ = [
     "BadInputError",
@@ -38,6 +39,7 @@ __all__ = [
     "ProxyReader",
     "ProxySettings",
     "ScrubProxyError",
+    "SegmentWatcher",
     "SourceInfo",
     "SourceUnreadableError",
     "__version__",

@@ -40,7 +40,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError
+from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -116,6 +116,13 @@ def _matches_record(path: str, record: dict[str, Any]) -> bool:
     return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
 
 
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -160,6 +167,29 @@ def _owner_alive(owner: str, mtime: float) -> bool:
             return True
         return True
     return time.time() - mtime < ABANDONED_AFTER
+
+
+def read_manifest_json(path: Path) -> Any:
+    """The JSON in a manifest, read without touching its atime (O_NOATIME where
+    the OS has it and we own the file): a manifest's atime records deliberate
+    uses only (:func:`mark_used`), and with relatime the first plain read after
+    a use would set it again, so listing the cache would reorder its LRU."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:  # O_NOATIME needs ownership; read plainly then
+        fd = os.open(path, os.O_RDONLY)
+    with open(fd, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def mark_used(manifest_path: Path) -> None:
+    """Record a use of the proxy that ``manifest_path`` commits: its atime is
+    "last used" for least-recently-used eviction (its mtime stays the time it
+    was made). Best effort: a read-only cache simply keeps no record."""
+    with contextlib.suppress(OSError):
+        st = manifest_path.stat()
+        os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
 
 @dataclass(frozen=True)
@@ -254,8 +284,7 @@ class ProxyCache:
     @staticmethod
     def _read_manifest(path: Path) -> dict[str, Any] | None:
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = read_manifest_json(path)
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
@@ -330,7 +359,7 @@ class ProxyCache:
             key, manifest = self._key(src, sdir)
             hit = self._valid_proxy(manifest, src, sdir, settings)
             if hit is not None:
-                self._touch(sdir / f"{key}.json")
+                mark_used(sdir / f"{key}.json")
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
@@ -340,12 +369,37 @@ class ProxyCache:
             if not force:
                 hit = self._valid_proxy(manifest, src, sdir, settings)
                 if hit is not None:  # another process made it while we waited
-                    self._touch(manifest_path)
+                    mark_used(manifest_path)
                     return hit
             self._remove_leftovers(sdir, key)
             owner = _owner_token()
-            result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
-            return self._publish(result, sdir, key, owner, settings)
+            try:
+                before = source_fingerprint(src)
+            except OSError as exc:
+                raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
+            claim = self._claim_session_dir(sdir, key, owner)
+            try:
+                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+                return self._publish(result, sdir, key, owner, settings, before)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(claim)  # gone already once the manifest is published
+                raise
+
+    def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
+        """Make sure the session folder exists and holds this writer's temporary
+        manifest (written for real at publish). A cleanup removes only empty
+        session folders, so from here on none can pull the folder from under
+        the encode; one that removed it just before is undone by trying again."""
+        claim = sdir / f".{key}.{owner}.tmp.json"
+        for _ in range(10):
+            self._prepare_session_dir(sdir)
+            try:
+                with open(claim, "x", encoding="utf-8"):
+                    return claim
+            except FileNotFoundError:
+                continue
+        raise EncodeError(sdir, "the cache folder keeps disappearing (is something else cleaning it?)")
 
     def _prepare_session_dir(self, sdir: Path) -> None:
         try:
@@ -356,7 +410,7 @@ class ProxyCache:
             sdir.mkdir(exist_ok=True)
         except OSError as exc:
             raise EncodeError(sdir, f"cannot create the cache folder: {exc.strerror or exc}") from exc
-        if not os.access(sdir, os.W_OK | os.X_OK):
+        if sdir.is_dir() and not os.access(sdir, os.W_OK | os.X_OK):  # gone again: the caller retries
             raise EncodeError(sdir, "cache folder is not writable")
 
     @contextlib.contextmanager
@@ -369,24 +423,37 @@ class ProxyCache:
         with filelock.FileLock(lock_path, timeout=timeout):
             yield
 
-    def _remove_leftovers(self, sdir: Path, key: str) -> None:
-        """Delete temporary files of killed encodes of this proxy."""
+    def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
+        """Delete temporary files of killed encodes of this proxy (of every proxy
+        when ``key`` is None); returns how many files were removed."""
+        removed = 0
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(sdir):
                 m = TEMP_FILE_RE.fullmatch(entry.name)
-                if m is None or m["key"] != key or not entry.is_file(follow_symlinks=False):
+                if m is None or (key is not None and m["key"] != key) or not entry.is_file(follow_symlinks=False):
                     continue
                 if not _owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
                     log.info("removing leftover of an interrupted encode: %s", entry.path)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
+                        removed += 1
+        return removed
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings) -> Path:
+    def remove_leftovers(self, session: str | None = None) -> int:
+        """Delete the temporary files of encodes whose process is gone (killed,
+        crashed), in one session or all; returns how many files were removed.
+        Files of encodes still running (here or, recently, on another host) stay."""
+        return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
+
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: dict[str, Any]) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
         the proxy and frame map, write the new manifest last. A crash at any
         point leaves either no manifest (rebuilt next time) or a complete one.
+        A source whose fingerprint changed since ``before`` (taken when the
+        encode started) is refused: the proxy may show the older content, and
+        a manifest with the newer fingerprint would vouch for it.
         """
         proxy_final = sdir / f"{key}.{result.container}"
         frames_final = sdir / f"{key}.frames"
@@ -394,6 +461,16 @@ class ProxyCache:
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
             source_record = source_fingerprint(result.source.path)
+            if source_record != before:
+                for p in (result.proxy_path, result.frame_map_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                raise EncodeError(result.source.path, "the source changed while its proxy was being made (still being written?)")
+            # Our own files' records, taken before they get the shared names: a
+            # writer that ignores the lock may replace those names before our
+            # manifest lands, and the manifest must not vouch for its files.
+            proxy_record = {**_file_record(result.proxy_path), "file": proxy_final.name}
+            frames_record = {**_file_record(result.frame_map_path), "file": frames_final.name}
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
             _fsync_dir(sdir)
@@ -408,8 +485,8 @@ class ProxyCache:
                 "build_id": result.build_id,
                 "source": source_record,
                 "settings": settings.fingerprint(),
-                "proxy": {**_file_record(proxy_final), "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
-                "frame_map": _file_record(frames_final),
+                "proxy": {**proxy_record, "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
+                "frame_map": frames_record,
                 "partial": result.partial,
                 "warnings": list(result.warnings),
                 "decoder": result.decoder,
@@ -435,13 +512,6 @@ class ProxyCache:
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
         return proxy_final
 
-    @staticmethod
-    def _touch(manifest_path: Path) -> None:
-        """Record a use (the manifest's atime) for least-recently-used eviction."""
-        with contextlib.suppress(OSError):
-            st = manifest_path.stat()
-            os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
-
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
         """Ensure the proxy of ``source`` and open it for frame access."""
         from .reader import ProxyReader
@@ -457,7 +527,7 @@ class ProxyCache:
             return sorted(
                 e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(e.name) and e.name not in RESERVED_NAMES
             )
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no cache there (yet): nothing in it
             return []
 
     def entries(self, session: str | None = None) -> list[CacheEntry]:
@@ -465,27 +535,35 @@ class ProxyCache:
         found: list[CacheEntry] = []
         for name in self._session_names(session):
             sdir = self.root / name
-            groups: dict[str, list[Path]] = {}
-            try:
-                listing = list(os.scandir(sdir))
-            except FileNotFoundError:
-                continue
-            for e in listing:
-                m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
-                if m is not None and e.is_file(follow_symlinks=False):
-                    groups.setdefault(m["key"], []).append(Path(e.path))
-            for key, files in sorted(groups.items()):
+            for key, files in sorted(self._files_by_key(sdir).items()):
                 found.append(self._entry(name, sdir, key, files))
         return found
+
+    @staticmethod
+    def _files_by_key(sdir: Path) -> dict[str, list[Path]]:
+        """The files of each proxy (and leftover) in one session folder, by key."""
+        groups: dict[str, list[Path]] = {}
+        try:
+            listing = list(os.scandir(sdir))
+        except (FileNotFoundError, NotADirectoryError):
+            return groups
+        for e in listing:
+            m = PROXY_FILE_RE.fullmatch(e.name) or TEMP_FILE_RE.fullmatch(e.name)
+            if m is not None and e.is_file(follow_symlinks=False):
+                groups.setdefault(m["key"], []).append(Path(e.path))
+        return groups
 
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
         manifest_path = sdir / f"{key}.json"
         manifest = self._read_manifest(manifest_path)
-        size = sum(p.stat().st_size for p in files if p.exists())
+        # Another process may publish or remove these files while we look: a file gone counts as nothing.
+        stats = [_stat_or_none(p) for p in files]
+        size = sum(st.st_size for st in stats if st is not None)
         if manifest is None or not self._files_match(manifest, sdir):
             return CacheEntry(session, key, None, next((p for p in files if p.suffix in (".avi", ".mkv")), None), size, None, "orphan", False, None, tuple(sorted(files)))
         source = Path(manifest["source"]["path"])
         fresh = manifest.get("format_version") == FORMAT_VERSION and self._source_unchanged(manifest, source)
+        manifest_stat = _stat_or_none(manifest_path)
         return CacheEntry(
             session=session,
             key=key,
@@ -495,7 +573,7 @@ class ProxyCache:
             frames=manifest["proxy"].get("frames"),
             state="valid" if fresh else "stale",
             partial=bool(manifest.get("partial")),
-            last_used=manifest_path.stat().st_atime,
+            last_used=manifest_stat.st_atime if manifest_stat else None,
             files=tuple(sorted(files)),
         )
 
@@ -528,17 +606,26 @@ class ProxyCache:
             for e in os.scandir(sdir)
         )
 
-    def remove_entry(self, entry: CacheEntry) -> bool:
-        """Delete one entry's files unless an encode holds its lock; True if removed."""
+    def remove_entry(self, entry: CacheEntry, keep_valid: bool = False) -> bool:
+        """Delete one entry's files unless an encode holds its lock; True if removed.
+
+        The files and the state are read again under the lock: another process
+        may have republished the proxy since ``entry`` was listed. ``keep_valid``
+        spares it when it is valid by then.
+        """
+        sdir = self.root / entry.session
         try:
             with self._locked(entry.session, self._key_for_lock(entry), timeout=0):
-                for p in entry.files:
+                files = self._files_by_key(sdir).get(entry.key, [])
+                if keep_valid and files and self._entry(entry.session, sdir, entry.key, files).state == "valid":
+                    return False
+                for p in files:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(p)
         except filelock.Timeout:
             log.info("skipping %s: an encode is using it", entry.key)
             return False
-        return True
+        return bool(files)
 
     @staticmethod
     def _key_for_lock(entry: CacheEntry) -> str:
@@ -558,7 +645,7 @@ class ProxyCache:
         for entry in self.entries(session):
             if stale_only and entry.state == "valid":
                 continue
-            if self.remove_entry(entry):
+            if self.remove_entry(entry, keep_valid=stale_only):
                 removed += 1
         for name in self._session_names(session):
             with contextlib.suppress(OSError):

@@ -52,8 +52,16 @@ HWACCEL_CANDIDATES = ("cuda", "vaapi", "qsv", "videotoolbox", "d3d11va")
 #: Matroska's default timestamp unit; the proxy's own pts are in it.
 MKV_TIME_BASE = fractions.Fraction(1, 1000)
 
-#: FFmpeg matrix names for libavfilter's scale filter, by probe's matrix names.
-_SCALE_MATRIX = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt601", "smpte170m": "bt601", "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+#: Probe's matrix names -> (libavfilter ``scale`` name, ``colorspace`` name).
+_MATRIX_NAMES = {
+    "bt709": ("bt709", "bt709"),
+    "fcc": ("fcc", "fcc"),
+    "bt470bg": ("bt470", "bt470bg"),
+    "smpte170m": ("smpte170m", "smpte170m"),
+    "smpte240m": ("smpte240m", "smpte240m"),
+    "bt2020nc": ("bt2020", "bt2020ncl"),
+    "bt2020c": ("bt2020", "bt2020ncl"),
+}
 
 _PROGRESS_INTERVAL = 0.1  # seconds between progress callbacks
 
@@ -111,25 +119,34 @@ def choose_container(info: SourceInfo, settings: ProxySettings) -> str:
 
 
 def source_matrix(info: SourceInfo) -> tuple[str, str]:
-    """(matrix, range) of the source for libavfilter, guessing as players do
-    when the file does not say: BT.709 from 720 lines up, limited range."""
+    """(matrix as probe names it, range ``tv``/``pc``) of the source, guessing as
+    players do when the file does not say: BT.709 from 720 lines up, limited range."""
     v = info.video
-    matrix = _SCALE_MATRIX.get(v.matrix)
-    if matrix is None:
-        matrix = "bt709" if v.height >= 720 else "bt601"
+    matrix = v.matrix if v.matrix in _MATRIX_NAMES else ("bt709" if v.height >= 720 else "smpte170m")
     full = v.color_range == "full" or v.pix_fmt.startswith("yuvj")
     return matrix, "pc" if full else "tv"
 
 
 def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> list[tuple[str, str]]:
-    """The libavfilter chain from a decoded source frame to an MJPEG-ready frame."""
+    """The libavfilter chain from a decoded source frame to an MJPEG-ready frame:
+    8-bit 4:2:0, BT.601 matrix, full range, square pixels, upright.
+
+    Scaling keeps the source's matrix and range, and the ``colorspace`` filter
+    converts them at proxy size: half the cost of letting swscale convert the
+    matrix at source size (1.7 against 3.3 ms a 1080p frame, measured).
+    """
     matrix, rng = source_matrix(info)
+    scale_name, space_name = _MATRIX_NAMES[matrix]
     chain = [
         (
             "scale",
             f"{geometry.scaled_width}:{geometry.scaled_height}:flags=area"
-            f":in_color_matrix={matrix}:out_color_matrix=bt601:in_range={rng}:out_range=pc",
+            f":in_color_matrix={scale_name}:out_color_matrix={scale_name}:in_range={rng}:out_range={rng}",
         ),
+        # 4:2:0 without the deprecated "J" formats, which the colorspace filter refuses.
+        ("format", "yuv420p|yuv420p10le"),
+        # Primaries and transfer stay as they are (fast=1): only matrix and range change.
+        ("colorspace", f"ispace={space_name}:irange={rng}:iprimaries=bt709:itrc=bt709:space=bt470bg:range=pc:primaries=bt709:trc=bt709:fast=1:format=yuv420p"),
         ("setsar", "1"),
     ]
     rotation = info.video.rotation
@@ -139,7 +156,6 @@ def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> list[tuple[str, s
         chain.append(("transpose", "clock"))
     elif rotation == 180:
         chain += [("hflip", ""), ("vflip", "")]
-    chain.append(("format", "yuvj420p"))
     return chain
 
 
@@ -238,7 +254,7 @@ class _Output:
             self.time_base = MKV_TIME_BASE
         stream = self.out.add_stream("mjpeg", rate=rate) if rate else self.out.add_stream("mjpeg")
         stream.width, stream.height = geometry.width, geometry.height
-        stream.pix_fmt = "yuvj420p"
+        stream.pix_fmt = "yuv420p"  # with full range: what yuvj420p meant, without the deprecated format
         stream.time_base = self.time_base
         cc = stream.codec_context
         cc.time_base = self.time_base
@@ -542,16 +558,19 @@ def encode_proxy(
 
 
 def _as_encode_error(exc: BaseException, info: SourceInfo, proxy_path: Path) -> BaseException:
-    """Keep our own errors and interrupts; say plainly what an OS error means."""
+    """Keep our own errors and interrupts; say plainly what an OS error means.
+    OS errors name the output folder: the temporary file is gone by the time
+    anyone reads the message."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)) or isinstance(exc, (BadInputError, SourceUnreadableError, EncodeError)):
         return exc
     if isinstance(exc, OSError):
         errno_ = getattr(exc, "errno", None)
+        folder = proxy_path.parent
         if errno_ in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
-            return EncodeError(proxy_path, "disk full (or file size limit reached) while writing the proxy")
+            return EncodeError(folder, "disk full (or file size limit reached) while writing the proxy")
         if errno_ in (13, 1, 30):  # EACCES, EPERM, EROFS
-            return EncodeError(proxy_path, "cannot write the proxy here (permission denied or read-only)")
-        return EncodeError(proxy_path, f"writing the proxy failed: {exc.strerror or exc}")
+            return EncodeError(folder, "cannot write the proxy here (permission denied or read-only)")
+        return EncodeError(folder, f"writing the proxy failed: {exc.strerror or exc}")
     return EncodeError(info.path, f"encode failed: {exc}")
 
 

@@ -13,6 +13,7 @@ import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 
@@ -132,8 +133,10 @@ def truncation_reason(path: Path) -> str | None:
     """Why the file's own structure says it was cut short, or None.
 
     ISO-BMFF (MP4, fragmented MP4): a top-level box that runs past the end of
-    the file. Matroska: a segment whose declared size runs past the end. A
-    recorder still writing a live Matroska file declares no size: not detectable here.
+    the file. Matroska: a segment whose declared size runs past the end; or,
+    when the segment's size is still "unknown" (FFmpeg writes it only when the
+    file is closed, so every recording a crash interrupted has it), an element
+    in it (a cluster, a block) that does.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -167,7 +170,40 @@ def truncation_reason(path: Path) -> str | None:
                 return None
             if seg_size is not None and pos + data_start + seg_size > size:
                 return f"its Matroska segment ends {pos + data_start + seg_size - size} bytes past the end of the file"
+            if seg_size is None:
+                return _matroska_cut(f, pos + data_start, size)
     return None
+
+
+def _matroska_cut(f: BinaryIO, pos: int, size: int) -> str | None:
+    """Walk the elements of a Matroska segment of unknown size from ``pos``:
+    the first that runs past the end of the file is the cut. An element of
+    unknown size (a live-written cluster) is walked into: its children follow."""
+    while pos < size:
+        f.seek(pos)
+        head = f.read(12)
+        try:
+            _, after_id = _ebml_id(head, 0)
+            element_size, after_size = _ebml_size(head, after_id)
+        except (ValueError, IndexError):
+            return f"it ends inside a Matroska element header at byte {pos}"
+        if element_size is not None:
+            if pos + after_size + element_size > size:
+                return f"a Matroska element ends {pos + after_size + element_size - size} bytes past the end of the file"
+            pos += element_size
+        pos += after_size
+    return None
+
+
+def _ebml_id(data: bytes, pos: int) -> tuple[int, int]:
+    """Read an EBML element id at ``pos`` (1 to 4 bytes, marker bits kept): (id, next pos)."""
+    first = data[pos]
+    length = 1
+    while length <= 4 and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > 4 or pos + length > len(data):
+        raise ValueError("bad EBML id")
+    return int.from_bytes(data[pos : pos + length], "big"), pos + length
 
 
 def open_container(path: Path) -> av.container.InputContainer:

@@ -11,7 +11,6 @@ at encode time, never from ``k / fps``. Read-only and safe to share between thre
 from __future__ import annotations
 
 import fractions
-import json
 import mmap
 import os
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, overload
 import numpy as np
 import simplejpeg
 
+from .cache import mark_used, read_manifest_json
 from .errors import ProxyFormatError
 from .framemap import FrameMap
 
@@ -102,6 +102,7 @@ class ProxyReader:
             self.close()
             raise ProxyFormatError(self.path, "proxy and frame map do not belong together (rebuild the proxy)")
         self.metadata = self._metadata(manifest)
+        mark_used(self.path.with_suffix(".json"))
 
     def _metadata(self, manifest: dict[str, Any] | None) -> ProxyMetadata:
         fm = self.frame_map
@@ -216,8 +217,7 @@ class ProxyReader:
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_manifest_json(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

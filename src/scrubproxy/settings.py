@@ -53,7 +53,7 @@ class ProxySettings:
             raise BadInputError(None, f"container must be one of {', '.join(CONTAINERS)}, got {self.container!r}")
         if self.codec not in CODECS:
             raise BadInputError(None, f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.stream is not None and (not isinstance(self.stream, int) or self.stream < 0):
+        if self.stream is not None and (isinstance(self.stream, bool) or not isinstance(self.stream, int) or self.stream < 0):
             raise BadInputError(None, f"stream must be a video stream number >= 0, got {self.stream!r}")
         if not isinstance(self.hwaccel, str) or not self.hwaccel:
             raise BadInputError(None, f"hwaccel must be 'auto', 'none' or a device type, got {self.hwaccel!r}")

@@ -10,15 +10,12 @@ when the first frame out is already past it, seek further back and try again.
 from __future__ import annotations
 
 import fractions
-import logging
 from pathlib import Path
 
 import av
 
 from .errors import SourceUnreadableError
-from .probe import SourceInfo, open_container
-
-log = logging.getLogger(__name__)
+from .probe import check_source_path, choose_video_stream, open_container
 
 _MAX_BACKOFF_STEPS = 8
 
@@ -26,12 +23,20 @@ _MAX_BACKOFF_STEPS = 8
 class SourceFrames:
     """Decode source frames by their pts, exactly. Not thread-safe: one per thread."""
 
-    def __init__(self, info: SourceInfo) -> None:
-        self.info = info
-        self.container = open_container(info.path)
-        self.stream = self.container.streams[info.video.index]
+    def __init__(self, path: str | Path, stream_number: int | None = None) -> None:
+        self.path = check_source_path(path)
+        self.container = open_container(self.path)
+        try:
+            self.stream = choose_video_stream(self.container, self.path, stream_number)
+        except BaseException:
+            self.container.close()
+            raise
         self.stream.thread_type = "AUTO"
-        self._next: av.VideoFrame | None = None
+        self.time_base = self.stream.time_base or fractions.Fraction(1, 90000)
+        rate = self.stream.average_rate or self.stream.guessed_rate or fractions.Fraction(30)
+        # About two seconds of pts: how far ahead sequential reads go on without a seek,
+        # and the first step back when a seek lands past the target.
+        self._ahead = max(1, round(2 / (fractions.Fraction(rate) * self.time_base)))
         self._iter = None
         self._last_pts: int | None = None
 
@@ -51,11 +56,11 @@ class SourceFrames:
     def frame_at_pts(self, pts: int) -> av.VideoFrame:
         """The decoded source frame whose pts is ``pts`` (raises if the source has none)."""
         # Sequential access (the next frame or a little ahead) needs no seek.
-        if self._iter is not None and self._last_pts is not None and self._last_pts < pts <= self._last_pts + self._ahead():
+        if self._iter is not None and self._last_pts is not None and self._last_pts < pts <= self._last_pts + self._ahead:
             frame = self._forward_to(pts)
             if frame is not None:
                 return frame
-        step = self._ahead()
+        step = self._ahead
         target = pts
         for _ in range(_MAX_BACKOFF_STEPS):
             self._seek(target)
@@ -73,11 +78,7 @@ class SourceFrames:
             if frame is not None:
                 return frame
             break
-        raise SourceUnreadableError(self.info.path, f"no frame with pts {pts} in the source")
-
-    def _ahead(self) -> int:
-        rate = self.info.video.average_rate or fractions.Fraction(30)
-        return max(1, round(2 / (rate * self.info.video.time_base)))  # about two seconds
+        raise SourceUnreadableError(self.path, f"no frame with pts {pts} in the source (changed since its proxy was made?)")
 
     def _next_frame(self) -> av.VideoFrame | None:
         try:
@@ -107,8 +108,7 @@ class SourceFrames:
         self.close()
 
 
-def open_source_frames(path: str | Path, stream: int | None = None) -> SourceFrames:
-    """Probe ``path`` and open it for exact frame access."""
-    from .probe import probe
-
-    return SourceFrames(probe(path, stream))
+def decode_exact(path: str | Path, pts: int, stream_number: int | None = None) -> av.VideoFrame:
+    """The frame of ``path`` whose pts is ``pts``, decoded exactly (opens, seeks, decodes a GOP)."""
+    with SourceFrames(path, stream_number) as frames:
+        return frames.frame_at_pts(pts)

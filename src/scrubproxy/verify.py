@@ -84,7 +84,7 @@ def verify_proxy(
         report.checked = wanted
         chain = filter_chain(info, proxy_geometry(info, settings))
         filters: dict[tuple, _FrameFilter] = {}
-        with SourceFrames(info) as frames:
+        with SourceFrames(info.path, settings.stream) as frames:
             for i, k in enumerate(wanted):
                 pts = int(reader.frame_map.source_pts[k])
                 raw = frames.frame_at_pts(pts)
@@ -92,7 +92,7 @@ def verify_proxy(
                 if key not in filters:
                     filters[key] = _FrameFilter(raw, chain)
                 scaled = filters[key](raw)
-                expected = scaled.to_ndarray()[: scaled.height].astype(np.float32)  # yuvj420p -> luma rows first
+                expected = scaled.to_ndarray()[: scaled.height].astype(np.float32)  # yuv420p: the luma rows come first
                 _compare(reader, k, expected, report)
                 if progress is not None:
                     progress(i + 1, len(wanted))

@@ -1,0 +1,118 @@
+"""``scrubproxy watch``: proxies for each recording segment as soon as it completes.
+
+A thin layer over :class:`scrubproxy.watch.SegmentWatcher`: parse, install
+SIGINT/SIGTERM handlers that stop it cleanly, render a live status line on a
+terminal (plain timestamped log lines otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.text import Text
+
+from .budget import parse_size
+from .cache import ProxyCache
+from .settings import ProxySettings
+from .watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus, default_jobs
+
+
+def _status_line(s: WatchStatus) -> Text:
+    parts = [f"queue {s.queued}", f"being written {s.writing}"]
+    for name, done, total, fps in s.encoding:
+        parts.append(f"encoding {name} {done}/{total or '?'} at {fps:.0f} fps")
+    if not s.encoding:
+        parts.append("idle")
+    parts.append(f"done {s.done}")
+    if s.failed:
+        parts.append(f"failed {s.failed}")
+    if s.last_lag is not None:
+        parts.append(f"last lag {s.last_lag:.1f} s")
+    return Text(" · ".join(parts))
+
+
+def _log_handler(live: bool, stderr: Console) -> logging.Handler:
+    if live:
+        return RichHandler(console=stderr, show_path=False, markup=False, rich_tracebacks=False)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    return handler
+
+
+def watch(
+    ctx: typer.Context,
+    folders: list[Path] = typer.Argument(..., help="Folders the recorder writes segments into (not recursive)."),
+    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id (folder in the cache)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Encodes at once (default: half the cores, at least 1)."),
+    pattern: Optional[list[str]] = typer.Option(
+        None, "--pattern", help=f"Segment file pattern, repeatable (default: {' '.join(VIDEO_PATTERNS)})."
+    ),
+    max_size: Optional[str] = typer.Option(
+        None, "--max-size", help="Cache budget (e.g. 20G, 500M): least recently used proxies are removed beyond it."
+    ),
+    once: bool = typer.Option(False, "--once", help="Make proxies of the segments there now, then exit."),
+    settle: float = typer.Option(
+        5.0, "--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available."
+    ),
+    poll: bool = typer.Option(False, "--poll", help="Do not use file events (network folders): judge completeness by --settle only."),
+    height: int = typer.Option(360, "--height", help="Proxy height in pixels."),
+    quality: int = typer.Option(5, "--quality", "-q", help="MJPEG quantiser, 2 (best) to 31 (smallest)."),
+) -> None:
+    """Watch FOLDERS and make a proxy of each segment once its writer has finished it, newest first.
+
+    Segments are complete when their writer closed them (file events) or, without
+    events, when unchanged for --settle seconds. Encoders run at low CPU priority.
+    SIGINT/SIGTERM stop within seconds and leave nothing partial. Exit status with
+    --once: 0, or the highest error code among skipped segments.
+    """
+    # Imported here, not at the top: cli.py imports this module to register the
+    # command, and under ``python -m scrubproxy.cli`` a top-level import would be circular.
+    from . import cli
+
+    root = ctx.find_root().params
+    cli.state.cache_dir, cli.state.debug = root.get("cache_dir"), bool(root.get("debug"))
+
+    @cli.handles_errors
+    def run() -> None:
+        watcher = SegmentWatcher(
+            folders,
+            ProxyCache(cli.state.cache_dir),
+            session=session,
+            settings=ProxySettings(height=height, quality=quality),
+            jobs=jobs or default_jobs(),
+            patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
+            max_bytes=parse_size(max_size) if max_size else None,
+            settle=settle,
+            poll=poll,
+        )
+        _serve(watcher, once, cli.stderr, cli.state.debug)
+
+    run()
+
+
+def _serve(watcher: SegmentWatcher, once: bool, stderr: Console, debug: bool) -> None:
+    """Run ``watcher`` until a signal (or, ``once``, until done), logging as it goes."""
+    live = stderr.is_terminal
+    logger = logging.getLogger("scrubproxy")
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.addHandler(_log_handler(live, stderr))
+    logger.propagate = False
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: watcher.stop())
+    logger.info("watching %s (jobs %d%s)", ", ".join(map(str, watcher.folders)), watcher.jobs, ", once" if once else "")
+    if live:
+        with Live(get_renderable=lambda: _status_line(watcher.status()), console=stderr, refresh_per_second=4, transient=True):
+            watcher.run(once=once)
+    else:
+        watcher.run(once=once)
+    logger.info("done" if once else "stopped")
+    if once and watcher.exit_code:
+        raise typer.Exit(watcher.exit_code)

@@ -1,0 +1,254 @@
+"""The HTTP frame server: a timeline of proxies as JSON, JPEG frames and a scrubber page.
+
+Routes (no URL ever carries a file path; segments are addressed by their
+place on the timeline)::
+
+    GET /                      the scrubber page (package data, nothing from the internet)
+    GET /app.js, /app.css      its script and style
+    GET /api/timeline          segments in recording order: frames, times, global frame ranges
+    GET /frames/{k}.jpg        global frame k from the proxy (a slice of a memory map)
+    GET /frames/at.jpg?t=S     the frame on screen at timeline time S seconds
+    GET /original/{k}.jpg|png  frame k decoded exactly from the source, full resolution
+
+``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
+gets a 409 once the timeline is another one, instead of a frame of it.
+Frame responses carry ``X-Frame``, ``X-Segment``, ``X-Source-Frame``,
+``X-Source-Time`` and ``X-Timeline-Time`` headers and an ETag from the proxy's
+build id (a rebuilt proxy changes it); ``/frames/{k}.jpg`` and originals may
+be cached for a year, time-addressed frames are revalidated. Every error is
+JSON ``{"error": ...}``: 400 for a malformed query, 404 for anything that
+names no frame, 401 without the token.
+
+``/frames/`` is answered by plain ASGI in front of Starlette: a scrubbing
+browser asks for hundreds of frames a second, and a Starlette route (router,
+middleware, Request and Response objects) halved the throughput
+(bench/serve.py). Everything else goes through Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+from urllib.parse import parse_qsl
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import ScrubProxyError
+from .original import encode_still, upright_rgb
+from .sourceframes import decode_exact
+from .segments import Segment, Timeline
+from .tokengate import TokenGate
+
+log = logging.getLogger(__name__)
+
+CACHE_FOREVER = "private, max-age=31536000, immutable"
+_FRAME_NAME = re.compile(r"([0-9]{1,15})\.(jpg|png)")
+_PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+#: Exact decodes at once: each holds a full-resolution decoder and a GOP of work.
+ORIGINAL_DECODES = 2
+
+
+class HTTPError(Exception):
+    """An answer to a request that names nothing servable (turned into JSON)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def parse_frame_name(name: str, formats: tuple[str, ...]) -> tuple[int, str]:
+    """``"123.jpg"`` -> ``(123, "jpg")``; anything else (signs, paths, other
+    suffixes, absurd lengths) is a 404: it names no frame."""
+    m = _FRAME_NAME.fullmatch(name)
+    if m is None or m[2] not in formats:
+        raise HTTPError(404, f"no such frame: {name[:64]!r} (expected N.{'|'.join(formats)})")
+    return int(m[1]), m[2]
+
+
+def parse_time(raw: str | None) -> float:
+    """The ``t`` query parameter as finite, non-negative seconds (400 otherwise)."""
+    if raw is None:
+        raise HTTPError(400, "missing t (seconds on the timeline)")
+    try:
+        if len(raw) > 64:
+            raise ValueError
+        t = float(raw)
+    except ValueError:
+        raise HTTPError(400, f"t must be a number of seconds, got {raw[:32]!r}") from None
+    if not (t >= 0 and t != float("inf")):
+        raise HTTPError(400, f"t must be a finite number of seconds >= 0, got {raw[:32]!r}")
+    return t
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak or strong) or ``*``."""
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
+
+
+class Frames:
+    """Frame lookups and the headers that describe a frame, shared by both frame routes."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+
+    def check_version(self, v: str | None) -> None:
+        """``?v=`` (the page sends the timeline version it drew) must still be this timeline's."""
+        if v is not None and v != self.timeline.version:
+            raise HTTPError(409, "the timeline changed since this page loaded it: reload the page")
+
+    def locate(self, k: int) -> tuple[Segment, int]:
+        try:
+            return self.timeline.locate(k)
+        except IndexError as exc:
+            raise HTTPError(404, f"no such frame: {exc}") from None
+
+    def at(self, t: float) -> int:
+        try:
+            return self.timeline.frame_at(t)
+        except ValueError as exc:
+            raise HTTPError(404, f"no such frame: {exc}") from None
+
+    def headers(self, k: int, kind: str) -> tuple[str, dict[str, str]]:
+        """(ETag, response headers) of global frame ``k`` served as ``kind`` (proxy, jpg, png)."""
+        seg, local = self.locate(k)
+        source_time = seg.reader.time_of(local)
+        etag = f'"{seg.build_id[:16]}-{local}-{kind}"'
+        return etag, {
+            "etag": etag,
+            "cache-control": CACHE_FOREVER,
+            "x-frame": str(k),
+            "x-segment": str(seg.index),
+            "x-source-frame": str(local),
+            "x-source-time": f"{source_time:.6f}",
+            "x-timeline-time": f"{seg.start_time + source_time:.6f}",
+        }
+
+
+class FrameRoute:
+    """``GET /frames/{k}.jpg`` and ``/frames/at.jpg?t=S`` as plain ASGI; every other path goes to ``app``."""
+
+    def __init__(self, app: ASGIApp, frames: Frames) -> None:
+        self.app = app
+        self.frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/frames/"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, headers, body = self.answer(scope)
+        except HTTPError as exc:
+            await _error(exc.status, exc.message)(scope, receive, send)
+            return
+        except Exception:
+            log.exception("unexpected error serving %s", scope["path"])
+            await _error(500, "internal error (see the server's log)")(scope, receive, send)
+            return
+        raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+
+    def answer(self, scope: Scope) -> tuple[int, dict[str, str], bytes]:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPError(405, "method not allowed")
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
+        self.frames.check_version(query.get("v"))
+        name = scope["path"][len("/frames/") :]
+        if name == "at.jpg":
+            k = self.frames.at(parse_time(query.get("t")))
+        else:
+            k, _ = parse_frame_name(name, ("jpg",))
+        etag, headers = self.frames.headers(k, "proxy")
+        if name == "at.jpg":  # which frame a time names may change with the timeline: revalidate
+            headers["cache-control"] = "no-cache"
+        if_none_match = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"if-none-match"), None)
+        if etag_matches(if_none_match, etag):
+            return 304, headers, b""
+        seg, local = self.frames.locate(k)
+        body = seg.reader.jpeg(local)
+        headers["content-type"] = "image/jpeg"
+        headers["content-length"] = str(len(body))
+        return 200, headers, body
+
+
+def _page_file(name: str) -> bytes:
+    return resources.files("scrubproxy").joinpath("web", name).read_bytes()
+
+
+def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
+    """The ASGI app serving ``timeline``; with ``token``, every request must carry it.
+
+    The app never closes ``timeline``: its owner does, after the server stops.
+    """
+    frames = Frames(timeline)
+    page = {name: _page_file(name) for name in _PAGE_FILES}
+    original_slots = anyio.CapacityLimiter(ORIGINAL_DECODES)
+
+    async def original_frame(request: Request) -> Response:
+        frames.check_version(request.query_params.get("v"))
+        k, fmt = parse_frame_name(request.path_params["name"], ("jpg", "png"))
+        etag, headers = frames.headers(k, fmt)
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        seg, local = frames.locate(k)
+        meta = seg.reader.metadata
+        if meta.source_path is None:
+            raise HTTPError(404, f"segment {seg.index} does not record its source")
+
+        def work() -> bytes:
+            frame = decode_exact(meta.source_path, seg.reader.pts_of(local), meta.settings.get("stream"))
+            return encode_still(upright_rgb(frame), fmt)
+
+        try:
+            body = await anyio.to_thread.run_sync(work, limiter=original_slots)
+        except (ScrubProxyError, OSError) as exc:
+            log.warning("original frame %d: %s", k, exc)
+            return _error(502, f"the source of segment {seg.index} could not give frame {local}: {getattr(exc, 'reason', exc)}")
+        return Response(body, media_type="image/jpeg" if fmt == "jpg" else "image/png", headers=headers)
+
+    async def timeline_json(request: Request) -> Response:
+        return JSONResponse(timeline.describe(), headers={"Cache-Control": "no-cache"})
+
+    async def page_file(request: Request) -> Response:
+        name = request.url.path.lstrip("/") or "index.html"
+        return Response(page[name], media_type=_PAGE_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPError)
+        return _error(exc.status, exc.message)
+
+    async def starlette_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail)))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error serving %s", request.url.path)
+        return _error(500, "internal error (see the server's log)")
+
+    app = Starlette(
+        routes=[
+            Route("/", page_file),
+            Route("/app.js", page_file),
+            Route("/app.css", page_file),
+            Route("/api/timeline", timeline_json),
+            Route("/original/{name}", original_frame),
+        ],
+        exception_handlers={HTTPError: http_error, HTTPException: starlette_error, Exception: server_error},
+    )
+    served = FrameRoute(app, frames)
+    return TokenGate(served, token) if token else served
