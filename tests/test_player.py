@@ -418,3 +418,15 @@ def test_no_mpv_outlives_the_process_that_started_it(cfr_source, tmp_path, endin
     while not dead():
         assert time.monotonic() < deadline, f"mpv {pid} outlived its Python process ({ending})"
         time.sleep(0.05)
+
+
+def test_a_session_encodes_each_proxy_once_and_a_lone_segment_reuses_it(session_sources, cache):
+    with Player(session_sources, cache=cache, headless=True) as p:
+        proxies = [s.proxy for s in p.segments]
+    assert [q.suffix for q in proxies] == [".mkv"] * 3
+    entries = cache.entries()
+    assert len(entries) == 3 and all(e.state == "valid" for e in entries)
+    stamp = proxies[0].stat().st_mtime_ns
+    with Player(session_sources[0], cache=cache, headless=True) as p:
+        assert p.segments[0].proxy == proxies[0]  # no re-encode to AVI just to play it alone
+    assert proxies[0].stat().st_mtime_ns == stamp

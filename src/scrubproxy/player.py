@@ -45,19 +45,26 @@ def lua_script() -> Path:
     return Path(str(resources.files("scrubproxy") / "mpv" / "scrubproxy.lua"))
 
 
-def uniform_settings(proxies: Sequence[Path], settings: ProxySettings | None) -> ProxySettings | None:
-    """Settings that make every proxy of a multi-segment timeline Matroska, or ``None`` if they already are.
+def timeline_settings(cache: ProxyCache, sources: Sequence[str | Path], session: str | None, settings: ProxySettings | None) -> ProxySettings:
+    """The proxy settings to play ``sources`` with, decided before any encode (reads manifests only).
 
-    In an EDL, mpv drops a decoded frame whose timeline time rounds to just
-    before its part's start; the cure is to start each later part 0.5 ms before
-    its first frame (:data:`scrubproxy.timeline.EDL_LEAD`). That needs a source
-    start below the first frame's pts, which an AVI proxy (first frame at 0,
-    dts-only packets) cannot give: mpv then showed frame k+1 for every frame k
-    of the part. Matroska parts take the lead and were exact in every mix tried.
+    A multi-segment timeline is all Matroska. In an EDL, mpv drops a decoded
+    frame whose timeline time rounds to just before its part's start; the cure
+    is to start each later part 0.5 ms before its first frame
+    (:data:`scrubproxy.timeline.EDL_LEAD`), which needs a source start below the
+    first frame's pts. An AVI proxy (first frame at 0, dts-only packets) cannot
+    give that: mpv then showed frame k+1 for every frame k of the part.
+    Matroska parts take the lead and were exact in every mix tried.
+    A single source plays whichever valid proxy it has (AVI or, after a
+    session was played, Matroska) rather than re-encoding to switch.
     """
-    if len(proxies) < 2 or all(p.suffix == ".mkv" for p in proxies):
-        return None
-    return dataclasses.replace(settings or ProxySettings(), container="mkv")
+    settings = settings or ProxySettings()
+    mkv = dataclasses.replace(settings, container="mkv")
+    if len(sources) > 1:
+        return mkv
+    if settings.container == "auto" and cache.lookup(sources[0], session, settings) is None and cache.lookup(sources[0], session, mkv) is not None:
+        return mkv
+    return settings
 
 
 def _as_list(sources: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -135,11 +142,8 @@ class Player:
             raise BadInputError(socket_path, "IPC socket path already exists (another mpv may be listening); choose another path")
         find_mpv()  # before any encode: a missing player should not cost a proxy build first
         cache = cache or ProxyCache()
-        proxies = [cache.ensure(path, session, settings) for path in paths]
-        uniform = uniform_settings(proxies, settings)
-        if uniform is not None:
-            proxies = [cache.ensure(path, session, uniform) for path in paths]
-        for proxy in proxies:
+        settings = timeline_settings(cache, paths, session, settings)
+        for proxy in [cache.ensure(path, session, settings) for path in paths]:
             self._res.readers.append(ProxyReader(proxy))
             if len(self._res.readers[-1]) == 0:
                 raise ProxyFormatError(proxy, "proxy has no frames")
