@@ -15,9 +15,11 @@ from .errors import (
     CacheRootRefusedError,
     EncodeError,
     InvalidSessionError,
+    PlayerError,
     ScrubProxyError,
     SourceUnreadableError,
 )
+from .player import Player
 from .probe import SourceInfo, probe
 from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
@@ -30,6 +32,8 @@ __all__ = [
     "EncodeError",
     "EncodeResult",
     "InvalidSessionError",
+    "Player",
+    "PlayerError",
     "ProxyCache",
     "ProxyMetadata",
     "ProxyReader",

@@ -394,6 +394,11 @@ from .cli_serve import serve  # noqa: E402
 
 app.command()(handles_errors(serve))
 
+# scrubproxy play: mpv on the proxies (cli_play.py)
+from .cli_play import play as _play  # noqa: E402
+
+app.command("play")(handles_errors(_play))
+
 from .cli_watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
 
 app.command()(watch)

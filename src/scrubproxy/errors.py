@@ -55,3 +55,9 @@ class ProxyFormatError(ScrubProxyError):
     """A proxy or frame map on disk is damaged or of another format version."""
 
     exit_code = 3
+
+
+class PlayerError(ScrubProxyError):
+    """mpv is missing, would not start, died, or stopped answering."""
+
+    exit_code = 5
