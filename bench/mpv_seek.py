@@ -33,7 +33,7 @@ from scrubproxy import Player, ProxyCache  # noqa: E402
 from scrubproxy.mpvipc import MpvProcess  # noqa: E402
 from scrubproxy.reader import ProxyReader  # noqa: E402
 from scrubproxy.samples import read_index  # noqa: E402
-from scrubproxy.timeline import AIM_AFTER  # noqa: E402
+from scrubproxy.edl import AIM_AFTER  # noqa: E402
 
 
 def read_shot(path: Path) -> int:

@@ -92,19 +92,20 @@ def test_seek_frame_is_exact_on_a_variable_rate_proxy(vfr_source, cache, tmp_pat
 
 def test_seek_frame_is_exact_where_the_video_starts_late(late_source, cache, tmp_path):
     with Player(late_source, cache=cache, headless=True) as p:
-        assert abs(p.segments[0].edl_start - 0.5) < 1e-3  # the proxy's own clock starts at its first frame
+        assert abs(p.mpv_timeline.parts[0].start - 0.5) < 1e-3  # the proxy's own clock starts at its first frame
         check_random_seeks(p, tmp_path, 40, seed=3, extra=[0, len(p) - 1, 1])
 
 
 def test_a_session_plays_as_one_timeline_with_exact_joins(session_sources, cache, tmp_path):
     with Player(session_sources, session="monday", cache=cache, headless=True) as p:
-        assert [s.count for s in p.segments] == [20, 20, 20] and len(p) == 60
-        ends = [g for s in p.segments for g in (s.first, s.first + s.count - 1)]
+        assert [s.frames for s in p.segments] == [20, 20, 20] and len(p) == 60
+        ends = [g for s in p.segments for g in (s.first, s.first + s.frames - 1)]
         check_random_seeks(p, tmp_path, 100, seed=4, extra=ends + ends[::-1])
         # no gap and no overlap: each part starts where the previous one ends
-        for a, b in zip(p.segments, p.segments[1:]):
-            assert b.offset == a.offset + a.edl_length
-        assert abs(p.command("get_property", "duration") - p.timeline.duration) < 1e-3
+        parts = p.mpv_timeline.parts
+        for a, b in zip(parts, parts[1:]):
+            assert b.offset == a.offset + a.length
+        assert abs(p.command("get_property", "duration") - p.mpv_timeline.duration) < 1e-3
 
 
 def test_a_session_mixing_constant_and_variable_rate_segments_is_exact(session_sources, late_source, vfr_source, tmp_path):
@@ -112,7 +113,7 @@ def test_a_session_mixing_constant_and_variable_rate_segments_is_exact(session_s
     cache = ProxyCache(tmp_path / "odd, name; 100% [x]")  # EDL separators in the proxies' paths
     with Player(sources, cache=cache, headless=True) as p:
         assert {s.proxy.suffix for s in p.segments} == {".mkv"}  # one container per timeline
-        ends = [g for s in p.segments for g in (s.first, s.first + s.count - 1)]
+        ends = [g for s in p.segments for g in (s.first, s.first + s.frames - 1)]
         check_random_seeks(p, tmp_path, 60, seed=5, extra=ends)
 
 

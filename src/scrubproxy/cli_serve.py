@@ -19,7 +19,7 @@ import typer
 
 from .cache import ProxyCache
 from .errors import BadInputError
-from .segments import Timeline
+from .timeline import Timeline
 from .settings import ProxySettings
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,256}")
@@ -91,7 +91,7 @@ def serve(
     sock = bind(host, port)  # before encoding: a taken port fails at once, not after minutes of work
     try:
         proxies = ensure_all(cache, list(sources), session, ProxySettings(height=height, quality=quality), force=False, jobs=jobs, show=True)
-        with Timeline(proxies) as timeline:
+        with Timeline.open(proxies) as timeline:
             shown_host = f"[{host}]" if ":" in host else host
             url = f"http://{shown_host}:{sock.getsockname()[1]}/"
             stderr.print(f"serving {len(proxies)} segment(s), {timeline.frames} frames, {timeline.duration:.1f} s", highlight=False, soft_wrap=True)

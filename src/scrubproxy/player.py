@@ -1,6 +1,6 @@
 """``Player``: mpv on the proxies of one or more segments, driven frame-exactly over JSON IPC.
 
-mpv plays the segments as one EDL timeline (see :mod:`scrubproxy.timeline`)
+mpv plays the segments as one EDL timeline (see :mod:`scrubproxy.edl`)
 with ``hr-seek=yes``; this class only ever asks for exact seeks to times the
 frame maps say, and reads back what mpv shows through mpv's own ``time-pos``.
 Every call is bounded by a timeout; the mpv process lives exactly as long as
@@ -28,6 +28,7 @@ from .errors import BadInputError, PlayerError, ProxyFormatError
 from .mpvipc import MpvClient, MpvProcess, find_mpv
 from .reader import ProxyReader
 from .settings import ProxySettings
+from .edl import MpvTimeline
 from .timeline import Segment, Timeline
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def timeline_settings(cache: ProxyCache, sources: Sequence[str | Path], session:
     A multi-segment timeline is all Matroska. In an EDL, mpv drops a decoded
     frame whose timeline time rounds to just before its part's start; the cure
     is to start each later part 0.5 ms before its first frame
-    (:data:`scrubproxy.timeline.EDL_LEAD`), which needs a source start below the
+    (:data:`scrubproxy.edl.EDL_LEAD`), which needs a source start below the
     first frame's pts. An AVI proxy (first frame at 0, dts-only packets) cannot
     give that: mpv then showed frame k+1 for every frame k of the part.
     Matroska parts take the lead and were exact in every mix tried.
@@ -148,6 +149,7 @@ class Player:
             if len(self._res.readers[-1]) == 0:
                 raise ProxyFormatError(proxy, "proxy has no frames")
         self.timeline = Timeline(self._res.readers)
+        self.mpv_timeline = MpvTimeline(self.timeline)
         self.timeout = timeout
 
     def _mpv_args(self, sidecar: Path, headless: bool) -> list[str]:
@@ -174,10 +176,10 @@ class Player:
         res = self._res
         res.folder = Path(tempfile.mkdtemp(prefix="scrubproxy-play-"))
         sidecar = res.folder / "timeline.json"
-        data = {**self.timeline.sidecar(), "mpv": find_mpv(), "script": str(lua_script()), "open_args": original_args}
+        data = {**self.mpv_timeline.sidecar(), "mpv": find_mpv(), "script": str(lua_script()), "open_args": original_args}
         sidecar.write_text(json.dumps(data, separators=(",", ":")))
         sock = Path(socket_path) if socket_path is not None else res.folder / "mpv.sock"
-        args = self._mpv_args(sidecar, headless) + extra + ["--", self.timeline.edl()]
+        args = self._mpv_args(sidecar, headless) + extra + ["--", self.mpv_timeline.edl()]
         log.debug("starting mpv %s", " ".join(args))
         res.process = MpvProcess(args, sock, res.folder / "mpv.log")
         res.client = res.process.connect(self.timeout)
@@ -186,8 +188,8 @@ class Player:
         if event["event"] == "end-file":
             raise PlayerError(self.timeline.segments[0].proxy, f"mpv could not play the proxies: {event.get('file_error') or event.get('reason')}")
         duration = res.client.get("duration")
-        if duration is None or abs(duration - self.timeline.duration) > DURATION_TOLERANCE:
-            raise PlayerError(None, f"mpv sees a {duration} s timeline, the frame maps say {self.timeline.duration:.6f} s")
+        if duration is None or abs(duration - self.mpv_timeline.duration) > DURATION_TOLERANCE:
+            raise PlayerError(None, f"mpv sees a {duration} s timeline, the frame maps say {self.mpv_timeline.duration:.6f} s")
 
     # -- control --------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class Player:
 
     def seek_frame(self, g: int) -> None:
         """Show global frame ``g`` exactly; returns once mpv has shown it (``playback-restart``)."""
-        target = self.timeline.aim(g)
+        target = self.mpv_timeline.aim(g)
         mpv = self._mpv
         mpv.clear_events()
         mpv.command("seek", target, "absolute+exact")
@@ -240,7 +242,7 @@ class Player:
         t = self._mpv.get("time-pos")
         if t is None:
             raise PlayerError(None, "mpv reports no playback position")
-        return self.timeline.frame_at_mpv_time(float(t))
+        return self.mpv_timeline.frame_at_mpv_time(float(t))
 
     def time(self) -> float:
         """Timeline source time of the frame shown now."""

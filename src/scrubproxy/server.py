@@ -28,6 +28,7 @@ middleware, Request and Response objects) halved the throughput
 from __future__ import annotations
 
 import logging
+import math
 import re
 from importlib import resources
 from urllib.parse import parse_qsl
@@ -43,7 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import ScrubProxyError
 from .original import encode_still, upright_rgb
 from .sourceframes import decode_exact
-from .segments import Segment, Timeline
+from .timeline import Segment, Timeline
 from .tokengate import TokenGate
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,9 @@ class Frames:
             raise HTTPError(404, f"no such frame: {exc}") from None
 
     def at(self, t: float) -> int:
-        try:
-            return self.timeline.frame_at(t)
-        except ValueError as exc:
-            raise HTTPError(404, f"no such frame: {exc}") from None
+        if not math.isfinite(t) or not 0 <= t <= self.timeline.duration:
+            raise HTTPError(404, f"no such frame: time {t} is outside the timeline (0 to {self.timeline.duration:.6f} s)")
+        return self.timeline.index_at(t)
 
     def headers(self, k: int, kind: str) -> tuple[str, dict[str, str]]:
         """(ETag, response headers) of global frame ``k`` served as ``kind`` (proxy, jpg, png)."""
@@ -135,7 +135,7 @@ class Frames:
             "x-segment": str(seg.index),
             "x-source-frame": str(local),
             "x-source-time": f"{source_time:.6f}",
-            "x-timeline-time": f"{seg.start_time + source_time:.6f}",
+            "x-timeline-time": f"{seg.source_offset + source_time:.6f}",
         }
 
 
