@@ -2,9 +2,11 @@
 
 Public API (everything else may change)::
 
-    from scrubproxy import ProxyCache, ProxySettings
+    from scrubproxy import ProxyCache, ProxySettings, ProxyReader, Player
     cache = ProxyCache()                      # or ProxyCache(root=...)
     proxy = cache.ensure("segment.mp4")       # encodes once, then a sub-millisecond hit
+    with cache.open("segment.mp4") as r:      # frame k of the source: r[k], r.jpeg(k)
+        ...
 """
 
 from ._version import __version__
@@ -19,11 +21,23 @@ from .errors import (
     ScrubProxyError,
     SourceUnreadableError,
 )
-from .player import Player
 from .probe import SourceInfo, probe
 from .reader import ProxyMetadata, ProxyReader
 from .settings import ProxySettings
-from .watch import SegmentWatcher
+
+#: Loaded on first use: the player and the watcher bring modules (mpv IPC,
+#: watchdog) that making and reading proxies never needs.
+_LAZY = {"Player": ".player", "SegmentWatcher": ".watch"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scrubproxy' has no attribute {name!r}")
 
 __all__ = [
     "BadInputError",
