@@ -19,27 +19,32 @@ sys.path.insert(0, str(BENCH.parent / "src"))
 from scrubproxy.samples import RecordingSpec, make_recording  # noqa: E402
 
 
-def hd_source(seconds: int = 30, name: str | None = None, bframes: int = 3, gop: int = 250) -> Path:
-    """A 1080p60 H.264 recording (GOP 250, B-frames, camera-like grain), made once and cached."""
-    path = MEDIA / (name or f"hd1080p60-{seconds}s-gop{gop}.mp4")
+def cached_recording(name: str, **spec) -> Path:
+    """A recording made once with ``samples.make_recording`` (``spec``: RecordingSpec
+    fields) and kept in bench/media/ for later runs."""
+    path = MEDIA / name
     if not path.exists():
-        print(f"making {path.name} ({seconds} s of 1080p60; slow, once)", file=sys.stderr)
-        tmp = path.with_suffix(".part.mp4")
-        make_recording(
-            RecordingSpec(path=tmp, frames=60 * seconds, width=1920, height=1080, rate=fractions.Fraction(60), gop=gop, bframes=bframes, colorspace="ITU709", grain=6)
-        )
+        print(f"making {name} (slow, once)", file=sys.stderr)
+        tmp = path.with_suffix(".part" + path.suffix)
+        make_recording(RecordingSpec(path=tmp, **spec))
         tmp.rename(path)
     return path
+
+
+def hd_source(seconds: int = 30, name: str | None = None, bframes: int = 3, gop: int = 250) -> Path:
+    """A 1080p60 H.264 recording (GOP 250, B-frames, camera-like grain)."""
+    return cached_recording(
+        name or f"hd1080p60-{seconds}s-gop{gop}.mp4",
+        frames=60 * seconds, width=1920, height=1080, rate=fractions.Fraction(60), gop=gop, bframes=bframes, colorspace="ITU709", grain=6,
+    )
 
 
 def uhd_source(seconds: int = 3) -> Path:
-    path = MEDIA / f"uhd2160p30-{seconds}s.mp4"
-    if not path.exists():
-        print(f"making {path.name} (4K, once)", file=sys.stderr)
-        tmp = path.with_suffix(".part.mp4")
-        make_recording(RecordingSpec(path=tmp, frames=30 * seconds, width=3840, height=2160, rate=fractions.Fraction(30), gop=120, bframes=3, colorspace="ITU709", grain=6))
-        tmp.rename(path)
-    return path
+    """A 4K 30 fps H.264 recording, for peak memory."""
+    return cached_recording(
+        f"uhd2160p30-{seconds}s.mp4",
+        frames=30 * seconds, width=3840, height=2160, rate=fractions.Fraction(30), gop=120, bframes=3, colorspace="ITU709", grain=6,
+    )
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:

@@ -42,26 +42,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-MEDIA = BENCH / "media"
-RESULTS = BENCH / "results"
+from common import BENCH, MEDIA, RESULTS, cached_recording
+
 LUA = BENCH / "serve_random.lua"
 CONNECTIONS = 8
 
 
 def source(seconds: int) -> Path:
     """The 1080p60 GOP-250 H.264 source (made once, slow)."""
-    from scrubproxy.samples import RecordingSpec, make_recording
-
-    path = MEDIA / f"serve-1080p60-{seconds}s-gop250.mp4"
-    if not path.exists():
-        print(f"making {path.name} ({seconds} s of 1080p60, once)", file=sys.stderr)
-        tmp = path.with_suffix(".part.mp4")
-        make_recording(
-            RecordingSpec(path=tmp, frames=60 * seconds, width=1920, height=1080, rate=fractions.Fraction(60), gop=250, bframes=3, colorspace="ITU709")
-        )
-        tmp.rename(path)
-    return path
+    return cached_recording(
+        f"serve-1080p60-{seconds}s-gop250.mp4",
+        frames=60 * seconds, width=1920, height=1080, rate=fractions.Fraction(60), gop=250, bframes=3, colorspace="ITU709",
+    )
 
 
 # -- (b) the on-demand server, run in a child process by this same file -------------------------------------

@@ -35,35 +35,19 @@ import threading
 import time
 from pathlib import Path
 
-from common import MEDIA, save, table, timed
+from common import cached_recording, save, table, timed
 
 from scrubproxy import ProxyCache
-from scrubproxy.samples import RecordingSpec, make_recording
 
 CHUNKS = 40
 
 
 def segment_source(seconds: int) -> Path:
     """A 1080p30 H.264 segment (GOP 60, B-frames, grain), made once and cached."""
-    path = MEDIA / f"hd1080p30-{seconds}s-segment.mp4"
-    if not path.exists():
-        print(f"making {path.name} ({seconds} s of 1080p30; slow, once)", file=sys.stderr)
-        tmp = path.with_suffix(".part.mp4")
-        make_recording(
-            RecordingSpec(
-                path=tmp,
-                frames=30 * seconds,
-                width=1920,
-                height=1080,
-                rate=fractions.Fraction(30),
-                gop=60,
-                bframes=2,
-                colorspace="ITU709",
-                grain=6,
-            )
-        )
-        tmp.rename(path)
-    return path
+    return cached_recording(
+        f"hd1080p30-{seconds}s-segment.mp4",
+        frames=30 * seconds, width=1920, height=1080, rate=fractions.Fraction(30), gop=60, bframes=2, colorspace="ITU709", grain=6,
+    )
 
 
 def record(source: Path, folder: Path, count: int, seconds: float, closed: dict[Path, float]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 import os
 import sys
 from pathlib import Path

@@ -40,7 +40,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, ScrubProxyError, SourceUnreadableError
+from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 

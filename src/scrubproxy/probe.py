@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import fractions
 import logging
-import os
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -93,35 +93,44 @@ def check_source_path(path: str | Path) -> Path:
     return p
 
 
-def _mp4_top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
-    """Types of the top-level boxes of an ISO-BMFF file (cheap: seeks, no decode)."""
-    types = []
-    size = path.stat().st_size
+def iso_boxes(path: Path, limit: int | None = None) -> Iterator[tuple[bytes, int, int | None]]:
+    """The top-level boxes of an ISO-BMFF file (MP4, MOV), as (type, position,
+    size); size None for a last box that runs to the end of the file. Seeks
+    only; stops at a box header that makes no sense."""
+    file_size = path.stat().st_size
     with open(path, "rb") as f:
-        pos = 0
-        while pos + 8 <= size and len(types) < limit:
+        pos, count = 0, 0
+        while pos + 8 <= file_size and (limit is None or count < limit):
             f.seek(pos)
             header = f.read(16)
-            box_size = int.from_bytes(header[:4], "big")
-            types.append(header[4:8])
+            box_size: int | None = int.from_bytes(header[:4], "big")
             if box_size == 1 and len(header) >= 16:
                 box_size = int.from_bytes(header[8:16], "big")
             elif box_size == 0:
-                break
-            if box_size < 8:
-                break
+                box_size = None
+            if box_size is not None and box_size < 8:
+                return
+            yield header[4:8], pos, box_size
+            if box_size is None:
+                return
             pos += box_size
-    return types
+            count += 1
+
+
+def _ebml_vint(data: bytes, pos: int, max_length: int) -> tuple[int, int]:
+    """Length (1 to ``max_length``) of the EBML variable-length integer at ``pos``, and its first byte."""
+    first = data[pos]
+    length = 1
+    while length <= max_length and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > max_length or pos + length > len(data):
+        raise ValueError("bad EBML variable-length integer")
+    return length, first
 
 
 def _ebml_size(data: bytes, pos: int) -> tuple[int | None, int]:
-    """Read an EBML variable-size integer at ``pos``: (value or None for "unknown", next pos)."""
-    first = data[pos]
-    length = 1
-    while length <= 8 and not first & (0x80 >> (length - 1)):
-        length += 1
-    if length > 8 or pos + length > len(data):
-        raise ValueError("bad EBML size")
+    """Read an EBML element size at ``pos``: (value or None for "unknown", next pos)."""
+    length, first = _ebml_vint(data, pos, 8)
     value = first & (0xFF >> length)
     for b in data[pos + 1 : pos + length]:
         value = (value << 8) | b
@@ -142,20 +151,9 @@ def truncation_reason(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(64)
         if head[4:8] in (b"ftyp", b"styp", b"moov", b"moof", b"mdat", b"free"):
-            pos = 0
-            while pos + 8 <= size:
-                f.seek(pos)
-                box = f.read(16)
-                box_size = int.from_bytes(box[:4], "big")
-                if box_size == 1 and len(box) >= 16:
-                    box_size = int.from_bytes(box[8:16], "big")
-                elif box_size == 0:
-                    return None  # runs to the end of the file by definition
-                if box_size < 8:
-                    return None
-                if pos + box_size > size:
-                    return f"its '{box[4:8].decode('latin1')}' box ends {pos + box_size - size} bytes past the end of the file"
-                pos += box_size
+            for kind, pos, box_size in iso_boxes(path):
+                if box_size is not None and pos + box_size > size:
+                    return f"its '{kind.decode('latin1')}' box ends {pos + box_size - size} bytes past the end of the file"
             return None
         if head[:4] == b"\x1a\x45\xdf\xa3":
             try:
@@ -197,12 +195,7 @@ def _matroska_cut(f: BinaryIO, pos: int, size: int) -> str | None:
 
 def _ebml_id(data: bytes, pos: int) -> tuple[int, int]:
     """Read an EBML element id at ``pos`` (1 to 4 bytes, marker bits kept): (id, next pos)."""
-    first = data[pos]
-    length = 1
-    while length <= 4 and not first & (0x80 >> (length - 1)):
-        length += 1
-    if length > 4 or pos + length > len(data):
-        raise ValueError("bad EBML id")
+    length, _ = _ebml_vint(data, pos, 4)
     return int.from_bytes(data[pos : pos + length], "big"), pos + length
 
 
@@ -215,7 +208,7 @@ def open_container(path: Path) -> av.container.InputContainer:
     except av.error.PermissionError as exc:
         raise SourceUnreadableError(path, "permission denied") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        boxes = _mp4_top_level_boxes(path)
+        boxes = [kind for kind, _, _ in iso_boxes(path, limit=64)]
         if b"ftyp" in boxes[:2] and b"moov" not in boxes:
             raise SourceUnreadableError(
                 path, "MP4 index (moov) missing: the recording was probably interrupted before it was closed"
