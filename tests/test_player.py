@@ -7,9 +7,13 @@ What mpv shows is read back from its own screenshots of the video frame
 from __future__ import annotations
 
 import gc
+import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -319,29 +323,31 @@ def wait_for_keys_line(proc) -> None:
     raise AssertionError(f"scrubproxy play ended before mpv was up (exit {proc.wait()})")
 
 
-def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
-    import json
-    import socket
-    import subprocess
-    import sys
+def connect_to_played_mpv(proc):
+    """Once ``scrubproxy play`` (child ``proc``) is up, a function sending one
+    command to its mpv over mpv's own socket and returning the reply."""
+    wait_for_keys_line(proc)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(_mpv_child_socket(proc.pid))
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
 
+    def ask(*command):
+        sock.sendall(json.dumps({"command": list(command), "request_id": 1}).encode() + b"\n")
+        while True:
+            msg = json.loads(reader.readline())
+            if msg.get("request_id") == 1:
+                return msg
+
+    return ask
+
+
+def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_keys_line(proc)
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect(_mpv_child_socket(proc.pid))
-        sock.settimeout(10)
-        reader = sock.makefile("rb")
-
-        def ask(*command):
-            sock.sendall(json.dumps({"command": list(command), "request_id": 1}).encode() + b"\n")
-            while True:
-                msg = json.loads(reader.readline())
-                if msg.get("request_id") == 1:
-                    return msg
-
+        ask = connect_to_played_mpv(proc)
         deadline = time.monotonic() + 10
         while ask("get_property", "duration").get("error") != "success":
             assert time.monotonic() < deadline
@@ -358,11 +364,7 @@ def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_s
     # then the whole session by its name alone: its segments in recording order
     proc = subprocess.Popen(cmd[:4] + ["--session", "cli", "--mpv-arg=--vo=null"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_keys_line(proc)
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect(_mpv_child_socket(proc.pid))
-        sock.settimeout(10)
-        reader = sock.makefile("rb")
+        ask = connect_to_played_mpv(proc)
         deadline = time.monotonic() + 10
         while ask("get_property", "playlist/0/filename").get("error") != "success":
             assert time.monotonic() < deadline
