@@ -58,6 +58,21 @@ def test_hevc_with_b_frames_in_matroska_keeps_every_frame_in_order(cache: ProxyC
     assert proxy_indices(cache.ensure(src)) == list(range(40))
 
 
+def test_a_size_change_mid_stream_keeps_every_frame_at_one_proxy_size(tmp_path, make_media):
+    """An MPEG-TS whose picture size changes part-way (a camera reconfigured
+    mid-recording): every frame still comes out, in order, at the size set by
+    the first frame (each conversion thread rebuilds its filter for the new size)."""
+    first = make_media("resize-a.ts", frames=30, width=320, height=240, gop=10, bframes=2)
+    second = make_media("resize-b.ts", frames=30, width=640, height=360, gop=10, bframes=2, start_time=1.0, first_index=30)
+    joined = tmp_path / "resized.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    result = encode_proxy(joined, tmp_path / "out", ProxySettings(hwaccel="none"))
+    assert result.frames == 60
+    with ProxyReader(result.proxy_path) as r:
+        assert {r[k].shape for k in range(len(r))} == {(240, 320, 3)}
+    assert proxy_indices(result.proxy_path) == list(range(60))
+
+
 def test_odd_size_source_gives_even_proxy_dimensions(cache: ProxyCache, make_media):
     src = make_media("odd.mp4", frames=12, width=318, height=238, gop=12, bframes=2)
     path = cache.ensure(src, settings=ProxySettings(height=237))

@@ -127,6 +127,7 @@ class RecordingSpec:
     container_options: tuple[tuple[str, str], ...] = ()  # e.g. (("movflags", "frag_keyframe+empty_moov"),)
     audio: bool = False
     grain: int = 0  # amplitude of per-pixel noise, as a camera's sensor adds
+    first_index: int = 0  # index painted on the first frame (a recording's later part)
 
 
 def _time_base_for(spec: RecordingSpec) -> fractions.Fraction:
@@ -168,7 +169,7 @@ def make_recording(spec: RecordingSpec) -> Path:
         start_ticks = round(spec.start_time / time_base)
         audio_samples = 0
         for k in range(spec.frames):
-            frame = av.VideoFrame.from_ndarray(painter.paint(k), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(painter.paint(spec.first_index + k), format="rgb24")
             frame = frame.reformat(
                 format=spec.pix_fmt,
                 dst_colorspace=colorspace,
