@@ -136,6 +136,30 @@ def test_proxy_colours_match_the_painted_colours(cache: ProxyCache, make_media, 
             assert max(errors) <= COLOUR_TOLERANCE, f"patch errors {errors} (levels)"
 
 
+@pytest.mark.parametrize(
+    "name, spec",
+    [
+        ("mpeg2.ts", {"codec": "mpeg2video"}),
+        ("vp9.webm", {"codec": "libvpx-vp9", "width": 1280, "height": 720, "colorspace": "ITU709"}),
+        ("av1.mkv", {"codec": "libsvtav1"}),
+        ("prores-422-10bit.mov", {"codec": "prores_ks", "pix_fmt": "yuv422p10le", "width": 1280, "height": 720, "colorspace": "ITU709"}),
+        ("h264-444.mp4", {"codec": "libx264", "pix_fmt": "yuv444p"}),
+        ("ffv1-rgb.mkv", {"codec": "ffv1", "pix_fmt": "bgr0", "width": 1280, "height": 720, "colorspace": "ITU709"}),
+        ("qtrle-rgb.mov", {"codec": "qtrle", "pix_fmt": "rgb24"}),
+    ],
+)
+def test_other_codecs_and_pixel_formats_give_exact_true_colour_proxies(cache: ProxyCache, make_media, name, spec):
+    """Recorders write more than H.264 4:2:0: MPEG-2 (broadcast), VP9 and AV1
+    (browsers, OBS), ProRes 4:2:2 10-bit (cameras), 4:4:4 and RGB (screen capture)."""
+    if spec["codec"] not in av.codecs_available:
+        pytest.skip(f"{spec['codec']} is not in this FFmpeg build")
+    src = make_media(name, frames=16, gop=8, **spec)
+    with ProxyReader(cache.ensure(src)) as r:
+        assert r.metadata.height == min(360, spec.get("height", 240))
+        assert proxy_indices(r.metadata.proxy_path) == list(range(16))
+        assert max(patch_errors(r.jpeg(5))) <= COLOUR_TOLERANCE
+
+
 def test_the_colour_check_catches_a_matrix_mistake(make_media):
     """The tolerance is tight enough to see BT.709 pixels read as BT.601."""
     src = make_media("bt709-hd-limited.mp4", frames=4, gop=4, colorspace="ITU709", width=1280, height=720)
