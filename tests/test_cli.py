@@ -297,7 +297,15 @@ def test_unreadable_sources_exit_3_and_leave_nothing(run_cli, tmp_path, cfr_sour
     data = cfr_source.read_bytes()  # ftyp, mdat, moov: a cut before the moov
     cut = tmp_path / "interrupted.mp4"
     cut.write_bytes(data[: data.index(b"moov") - 4 - 100])
-    cases = [(empty, ("empty",)), (text, ("not a video",)), (audio, ("no video stream", "audio")), (cut, ("moov", "probably interrupted"))]
+    unknown = tmp_path / "unknown-codec.mp4"  # a damaged sample description: the codec tag is garbage
+    unknown.write_bytes(data.replace(b"avc1", b"zzz1"))
+    cases = [
+        (empty, ("empty",)),
+        (text, ("not a video",)),
+        (audio, ("no video stream", "audio")),
+        (cut, ("moov", "probably interrupted")),
+        (unknown, ("unknown codec",)),
+    ]
     for path, words in cases:
         result = run_cli("proxy", path)
         assert result.returncode == 3, (path, result.stderr)

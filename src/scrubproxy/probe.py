@@ -227,7 +227,14 @@ def choose_video_stream(container: av.container.InputContainer, path: Path, numb
     if number is not None:
         if number >= len(videos):
             raise BadInputError(path, f"has {len(videos)} video stream(s); stream {number} does not exist")
-        return videos[number]
+        chosen = videos[number]
+        if chosen.codec_context is None:
+            raise SourceUnreadableError(path, f"video stream {number} has an unknown codec (damaged header?)")
+        return chosen
+    # A damaged header can leave a stream with no known codec: nothing to decode there.
+    videos = [s for s in videos if s.codec_context is not None]
+    if not videos:
+        raise SourceUnreadableError(path, "video stream has an unknown codec (damaged header?)")
 
     def score(s: av.video.stream.VideoStream) -> tuple[int, int, int]:
         cc = s.codec_context
@@ -239,6 +246,8 @@ def choose_video_stream(container: av.container.InputContainer, path: Path, numb
 
 def _describe(stream: av.stream.Stream) -> StreamSummary:
     cc = stream.codec_context
+    if cc is None:
+        return StreamSummary(stream.index, stream.type, "?", "")
     if stream.type == "video":
         rate = stream.average_rate or stream.guessed_rate
         detail = f"{cc.width}x{cc.height} {cc.pix_fmt or '?'}" + (f" {float(rate):.3f} fps" if rate else "")
@@ -246,7 +255,7 @@ def _describe(stream: av.stream.Stream) -> StreamSummary:
         detail = f"{cc.sample_rate} Hz {getattr(cc.layout, 'name', '')}".strip()
     else:
         detail = ""
-    return StreamSummary(stream.index, stream.type, cc.name if cc else "?", detail)
+    return StreamSummary(stream.index, stream.type, cc.name, detail)
 
 
 def scan_timestamps(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[int]:
