@@ -299,12 +299,16 @@ def test_unreadable_sources_exit_3_and_leave_nothing(run_cli, tmp_path, cfr_sour
     cut.write_bytes(data[: data.index(b"moov") - 4 - 100])
     unknown = tmp_path / "unknown-codec.mp4"  # a damaged sample description: the codec tag is garbage
     unknown.write_bytes(data.replace(b"avc1", b"zzz1"))
+    mdat = data.index(b"mdat")
+    spliced = tmp_path / "spliced.mp4"  # 3 kB repeated inside the frames: the boxes after them break off
+    spliced.write_bytes(data[: mdat + 5000] + data[mdat + 2000 :])
     cases = [
         (empty, ("empty",)),
         (text, ("not a video",)),
         (audio, ("no video stream", "audio")),
         (cut, ("moov", "probably interrupted")),
         (unknown, ("unknown codec",)),
+        (spliced, ("damaged at byte", "moov")),
     ]
     for path, words in cases:
         result = run_cli("proxy", path)

@@ -208,12 +208,28 @@ def open_container(path: Path) -> av.container.InputContainer:
     except av.error.PermissionError as exc:
         raise SourceUnreadableError(path, "permission denied") from exc
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        boxes = [kind for kind, _, _ in iso_boxes(path, limit=64)]
-        if b"ftyp" in boxes[:2] and b"moov" not in boxes:
-            raise SourceUnreadableError(
-                path, "MP4 index (moov) missing: the recording was probably interrupted before it was closed"
-            ) from exc
-        raise SourceUnreadableError(path, "not a video file FFmpeg can read (unrecognised or damaged data)") from exc
+        reason = _missing_index_reason(path)
+        raise SourceUnreadableError(path, reason or "not a video file FFmpeg can read (unrecognised or damaged data)") from exc
+
+
+def _missing_index_reason(path: Path) -> str | None:
+    """For an MP4 without its index (moov): cut off (its last box runs to or
+    past the end of the file: a recording interrupted before it was closed)
+    or damaged (its boxes break off into garbage before the end). None when the
+    file is not an MP4 or has a moov."""
+    boxes = list(iso_boxes(path))
+    kinds = [kind for kind, _, _ in boxes]
+    if b"ftyp" not in kinds[:2] or b"moov" in kinds:
+        return None
+    size = path.stat().st_size
+    for kind, pos, _ in boxes:
+        if not (kind.isascii() and kind.decode("ascii").isprintable()):
+            return f"MP4 file is damaged at byte {pos} and its index (moov) is not found"
+    _, pos, box_size = boxes[-1]
+    end = size if box_size is None else pos + box_size
+    if end < size:
+        return f"MP4 file is damaged at byte {end} and its index (moov) is not found"
+    return "MP4 index (moov) missing: the recording was probably interrupted before it was closed"
 
 
 def choose_video_stream(container: av.container.InputContainer, path: Path, number: int | None) -> av.video.stream.VideoStream:
