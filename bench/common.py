@@ -9,7 +9,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 MEDIA = BENCH / "media"
@@ -57,6 +59,17 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
         raise RuntimeError(f"{cmd[0]} failed: {done.stderr[-2000:]}")
     e, u, s, m = done.stderr.strip().splitlines()[-1].split()
     return {"wall": wall, "user": float(u), "sys": float(s), "cpu": float(u) + float(s), "rss_mb": int(m) / 1024}
+
+
+def open_times_ms(open_: Callable[[], Any], rounds: int) -> list[float]:
+    """Milliseconds each of ``rounds`` calls of ``open_`` took; what it returns is closed untimed."""
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        opened = open_()
+        times.append((time.perf_counter() - t) * 1000)
+        opened.close()
+    return times
 
 
 def save(name: str, data: dict) -> Path:

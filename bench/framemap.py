@@ -27,7 +27,7 @@ import av
 import numpy as np
 import simplejpeg
 
-from common import percentile, save, table
+from common import open_times_ms, percentile, save, table
 
 from scrubproxy.encode import index_proxy  # noqa: E402
 from scrubproxy.framemap import FrameMap, FrameMapHeader, write_frame_map  # noqa: E402
@@ -42,12 +42,7 @@ def one_hour_map(folder: Path) -> dict:
     pts = np.arange(n, dtype=np.int64) * 256
     header = FrameMapHeader(n, fractions.Fraction(1, 15360), 0, fractions.Fraction(1, 60), 0, b"\0" * 16)
     write_frame_map(path, header, pts, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.uint64) * 30000, np.full(n, 29000, np.uint32))
-    opens = []
-    for _ in range(300):
-        t = time.perf_counter()
-        fm = FrameMap(path)
-        opens.append((time.perf_counter() - t) * 1000)
-        fm.close()
+    opens = open_times_ms(lambda: FrameMap(path), 300)
     fm = FrameMap(path)
     t = time.perf_counter()
     first_time = fm.time_of(123_456)  # computes the times column once

@@ -20,7 +20,7 @@ import av
 import numpy as np
 import simplejpeg
 
-from common import hd_source, percentile, save, table
+from common import hd_source, open_times_ms, percentile, save, table
 
 from scrubproxy import ProxyCache, ProxySettings  # noqa: E402
 from scrubproxy.reader import ProxyReader  # noqa: E402
@@ -115,12 +115,7 @@ def main() -> None:
     cache = ProxyCache(common_cache())
     proxy = cache.ensure(src, settings=ProxySettings(hwaccel="none"))
 
-    opens = []
-    for _ in range(200):
-        t = time.perf_counter()
-        r = ProxyReader(proxy)
-        opens.append((time.perf_counter() - t) * 1000)
-        r.close()
+    opens = open_times_ms(lambda: ProxyReader(proxy), 200)
     reader = ProxyReader(proxy)
     n = len(reader)
     ks = random.Random(args.seed).sample(range(n), args.frames)

@@ -6,6 +6,7 @@ What mpv shows is read back from its own screenshots of the video frame
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -342,41 +343,42 @@ def connect_to_played_mpv(proc):
     return ask
 
 
+@contextlib.contextmanager
+def played(cmd: list[str], env: dict):
+    """Run ``scrubproxy play`` (``cmd``) as a child; yield (process, ask-its-mpv). Killed if still running after."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, connect_to_played_mpv(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def mpv_property(ask, name: str, timeout: float = 10):
+    """The value of mpv property ``name`` once it exists (mpv is still loading the file until then)."""
+    deadline = time.monotonic() + timeout
+    while (reply := ask("get_property", name)).get("error") != "success":
+        assert time.monotonic() < deadline, f"mpv never had {name}"
+        time.sleep(0.05)
+    return reply["data"]
+
+
 def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ask = connect_to_played_mpv(proc)
-        deadline = time.monotonic() + 10
-        while ask("get_property", "duration").get("error") != "success":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert abs(ask("get_property", "duration")["data"] - 2.0) < 0.01  # 3 x 20 frames at 30 fps
+    with played(cmd, env) as (proc, ask):
+        assert abs(mpv_property(ask, "duration") - 2.0) < 0.01  # 3 x 20 frames at 30 fps
         assert ask("get_property", "pause")["data"] is True
         assert ask("get_property", "hr-seek")["data"] in (True, "yes")
         ask("quit")
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # then the whole session by its name alone: its segments in recording order
-    proc = subprocess.Popen(cmd[:4] + ["--session", "cli", "--mpv-arg=--vo=null"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ask = connect_to_played_mpv(proc)
-        deadline = time.monotonic() + 10
-        while ask("get_property", "playlist/0/filename").get("error") != "success":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        edl = ask("get_property", "playlist/0/filename")["data"]
+    with played(cmd[:4] + ["--session", "cli", "--mpv-arg=--vo=null"], env) as (proc, ask):
+        edl = mpv_property(ask, "playlist/0/filename")
         assert [edl.index(s.stem) for s in session_sources] == sorted(edl.index(s.stem) for s in session_sources)
         ask("quit")
         assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert subprocess.run([sys.executable, "-m", "scrubproxy.cli", "play", "--session", "nothing-here", "--quiet"], env=env, capture_output=True, timeout=60).returncode == 2
 
 
