@@ -6,9 +6,9 @@ base and returns them; publishing (rename, manifest) is the cache's job.
 
 The data path per frame: decode (hardware if it works, else CPU with frame
 threads and the H.264/HEVC loop filter skipped) -> one libavfilter chain
-(area-average scaling to the proxy size with square pixels: the cheapest
-swscale kernel here and the closest to the source in PSNR, 2 dB above
-bilinear on 1080p -> 360p; BT.601 full-range output from
+(area-average scaling to the proxy size with square pixels: the closest
+to the source in PSNR, 2 dB above bilinear on 1080p -> 360p and cheaper
+than it; BT.601 full-range output from
 whatever matrix and range the source has, display rotation applied) -> JPEG
 (libjpeg-turbo) -> MJPEG in AVI or Matroska. Decoding runs on a thread of its
 own (with FFmpeg's frame threads), scaling and compression on a pool of
