@@ -36,7 +36,7 @@ REFERENCE = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", "{src}", "-
 
 
 def ours_cmd(src: Path, cache_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "scrubproxy.cli", "--cache-dir", str(cache_dir), "proxy", str(src), "--hwaccel", "none", "--force", "--quiet"]
+    return [sys.executable, "-m", "scrubproxy", "--cache-dir", str(cache_dir), "proxy", str(src), "--hwaccel", "none", "--force", "--quiet"]
 
 
 def truth_frames(src: Path, picks: set[int]) -> dict[int, np.ndarray]:

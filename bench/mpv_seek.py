@@ -30,10 +30,10 @@ from PIL import Image
 from common import MEDIA, hd_source, percentile, save, table
 
 from scrubproxy import Player, ProxyCache  # noqa: E402
-from scrubproxy.mpvipc import MpvProcess  # noqa: E402
+from scrubproxy.player.mpvipc import MpvProcess  # noqa: E402
 from scrubproxy.reader import ProxyReader  # noqa: E402
 from scrubproxy.samples import read_index  # noqa: E402
-from scrubproxy.edl import AIM_AFTER  # noqa: E402
+from scrubproxy.player.edl import AIM_AFTER  # noqa: E402
 
 
 def read_shot(path: Path) -> int:

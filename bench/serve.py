@@ -185,7 +185,7 @@ def screenshot(out: Path, env: dict[str, str]) -> None:
     for path in segments:
         if not path.exists():
             make_recording(RecordingSpec(path=path, frames=90, width=1280, height=720, gop=30, bframes=2, colorspace="ITU709"))
-    server = Server([sys.executable, "-m", "scrubproxy.cli", "serve", *map(str, segments), "--port", "0"], env)
+    server = Server([sys.executable, "-m", "scrubproxy", "serve", *map(str, segments), "--port", "0"], env)
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
     try:
         with sync_playwright() as p:
@@ -223,7 +223,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, src: Path, cache_dir: Path) -> None:
     env = {"SCRUBPROXY_CACHE_DIR": str(cache_dir)}
     started = time.perf_counter()
-    proxy_path = Path(subprocess.run([sys.executable, "-m", "scrubproxy.cli", "proxy", str(src), "--quiet"], capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout.strip())
+    proxy_path = Path(subprocess.run([sys.executable, "-m", "scrubproxy", "proxy", str(src), "--quiet"], capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout.strip())
     encode_s = time.perf_counter() - started
     from scrubproxy.reader import ProxyReader
 
@@ -235,7 +235,7 @@ def measure(args: argparse.Namespace, src: Path, cache_dir: Path) -> None:
     prefix = ["nice", "-n", "-10"] if args.nice else []
     results["nice"] = args.nice
     servers = {
-        "proxy": [*prefix, sys.executable, "-m", "scrubproxy.cli", "serve", str(src), "--port", "0"],
+        "proxy": [*prefix, sys.executable, "-m", "scrubproxy", "serve", str(src), "--port", "0"],
         "on_demand": [*prefix, sys.executable, __file__, "--on-demand-server", str(src), str(proxy_path)],
     }
     for name, cmd in servers.items():

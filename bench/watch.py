@@ -117,14 +117,14 @@ def main() -> None:
     source = segment_source(args.seconds)
     work = Path(tempfile.mkdtemp(prefix="scrubproxy-bench-watch-"))
     try:
-        base = timed([sys.executable, "-m", "scrubproxy.cli", "--cache-dir", str(work / "base-cache"), "proxy", str(source), "--quiet"])
+        base = timed([sys.executable, "-m", "scrubproxy", "--cache-dir", str(work / "base-cache"), "proxy", str(source), "--quiet"])
         print(f"baseline: one segment alone: {base['wall']:.2f} s wall, {base['cpu']:.2f} s CPU, {base['rss_mb']:.0f} MB", file=sys.stderr)
 
         rec, cache_dir = work / "rec", work / "cache"
         rec.mkdir()
         cache = ProxyCache(cache_dir)
         watcher = subprocess.Popen(
-            [sys.executable, "-m", "scrubproxy.cli", "--cache-dir", str(cache_dir), "watch", str(rec), "--jobs", "1"],
+            [sys.executable, "-m", "scrubproxy", "--cache-dir", str(cache_dir), "watch", str(rec), "--jobs", "1"],
             stderr=open(work / "watch.log", "wb"),
         )
         closed: dict[Path, float] = {}

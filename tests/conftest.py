@@ -69,7 +69,7 @@ def run_cli(tmp_path):
         full_env = {**os.environ, **(env or {})}
         full_env["SCRUBPROXY_CACHE_DIR"] = str(cache_dir or tmp_path / "cache")
         return subprocess.run(
-            [sys.executable, "-m", "scrubproxy.cli", *map(str, args)],
+            [sys.executable, "-m", "scrubproxy", *map(str, args)],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -20,7 +20,7 @@ def serving(*args: str | Path, cache_dir: Path, timeout: float = 120) -> Iterato
     """Start ``scrubproxy serve ARGS --port 0``; yield its base URL; stop it (really) on exit."""
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(cache_dir)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy.cli", "serve", *map(str, args), "--port", "0"],
+        [sys.executable, "-m", "scrubproxy", "serve", *map(str, args), "--port", "0"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

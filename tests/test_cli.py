@@ -79,7 +79,7 @@ def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
     master, slave = pty.openpty()
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm", "COLUMNS": "100"}
     child = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy.cli", "proxy", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env
+        [sys.executable, "-m", "scrubproxy", "proxy", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env
     )
     os.close(slave)
     chunks: list[bytes] = []
@@ -109,7 +109,7 @@ def test_quiet_shows_no_bar_even_on_a_terminal(tmp_path, cfr_source):
     master, slave = pty.openpty()
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm"}
     child = subprocess.run(
-        [sys.executable, "-m", "scrubproxy.cli", "proxy", "--quiet", str(cfr_source)],
+        [sys.executable, "-m", "scrubproxy", "proxy", "--quiet", str(cfr_source)],
         stdout=subprocess.PIPE,
         stderr=slave,
         env=env,
@@ -403,7 +403,7 @@ def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
     src = make_media("slow-640x480.mp4", frames=300, width=640, height=480, gop=300, codec_options=(("preset", "ultrafast"),))
     root = tmp_path / "cache"
     child = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy.cli", "proxy", "--height", "480", src],
+        [sys.executable, "-m", "scrubproxy", "proxy", "--height", "480", src],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -270,7 +270,7 @@ def _file_size_limit(limit: int):
 
 def _cli_with_size_limit(cache: ProxyCache, *args: str, limit: int = 64_000) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scrubproxy.cli", "--cache-dir", str(cache.root), *args],
+        [sys.executable, "-m", "scrubproxy", "--cache-dir", str(cache.root), *args],
         capture_output=True,
         text=True,
         timeout=120,

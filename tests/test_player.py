@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from scrubproxy import BadInputError, Player, PlayerError, ProxyCache, ScrubProxyError
-from scrubproxy.mpvipc import MpvProcess
+from scrubproxy.player.mpvipc import MpvProcess
 from scrubproxy.player import lua_script
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import read_index, vfr_times
@@ -366,7 +366,7 @@ def mpv_property(ask, name: str, timeout: float = 10):
 
 def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_sources, tmp_path):
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "scrubproxy.cli", "play", *map(str, session_sources), "--session", "cli", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
+    cmd = [sys.executable, "-m", "scrubproxy", "play", *map(str, session_sources), "--session", "cli", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
     with played(cmd, env) as (proc, ask):
         assert abs(mpv_property(ask, "duration") - 2.0) < 0.01  # 3 x 20 frames at 30 fps
         assert ask("get_property", "pause")["data"] is True
@@ -379,7 +379,7 @@ def test_cli_play_opens_the_session_as_one_timeline_and_exits_with_mpv(session_s
         assert [edl.index(s.stem) for s in session_sources] == sorted(edl.index(s.stem) for s in session_sources)
         ask("quit")
         assert proc.wait(10) == 0
-    assert subprocess.run([sys.executable, "-m", "scrubproxy.cli", "play", "--session", "nothing-here", "--quiet"], env=env, capture_output=True, timeout=60).returncode == 2
+    assert subprocess.run([sys.executable, "-m", "scrubproxy", "play", "--session", "nothing-here", "--quiet"], env=env, capture_output=True, timeout=60).returncode == 2
 
 
 def test_cli_play_refuses_a_bad_source_before_starting_mpv(run_cli, tmp_path):

@@ -57,7 +57,7 @@ class Watcher:
         env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(cache_dir), "COLUMNS": "200"}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scrubproxy.cli", "watch", "--settle", SETTLE, *map(str, args)],
+            [sys.executable, "-m", "scrubproxy", "watch", "--settle", SETTLE, *map(str, args)],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             env=env,
@@ -385,7 +385,7 @@ def test_a_terminal_gets_a_live_status_line(tmp_path, make_media):
     main, child = pty.openpty()
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm", "COLUMNS": "200"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "scrubproxy.cli", "watch", rec, "--once"], stdin=child, stdout=child, stderr=child, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "scrubproxy", "watch", rec, "--once"], stdin=child, stdout=child, stderr=child, env=env)
     os.close(child)
     shown = b""
     while True:

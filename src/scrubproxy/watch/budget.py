@@ -16,8 +16,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import CacheEntry, ProxyCache
-from .errors import BadInputError
+from ..cache import CacheEntry, ProxyCache
+from ..errors import BadInputError
 
 log = logging.getLogger(__name__)
 

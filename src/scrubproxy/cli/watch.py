@@ -19,10 +19,10 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
-from .budget import parse_size
-from .cache import ProxyCache
-from .settings import ProxySettings
-from .watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus, default_jobs
+from ..watch.budget import parse_size
+from ..cache import ProxyCache
+from ..settings import ProxySettings
+from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus, default_jobs
 
 
 def _status_line(s: WatchStatus) -> Text:
@@ -75,7 +75,7 @@ def watch(
     """
     # Imported here, not at the top: cli.py imports this module to register the
     # command, and under ``python -m scrubproxy.cli`` a top-level import would be circular.
-    from . import cli
+    from . import main as cli
 
     root = ctx.find_root().params
     cli.state.cache_dir, cli.state.debug = root.get("cache_dir"), bool(root.get("debug"))

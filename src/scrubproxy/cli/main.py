@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ._version import __version__
-from .cache import ProxyCache
-from .errors import ScrubProxyError
-from .probe import probe
-from .settings import ProxySettings
+from .._version import __version__
+from ..cache import ProxyCache
+from ..errors import ScrubProxyError
+from ..probe import probe
+from ..settings import ProxySettings
 
 app = typer.Typer(
     help="Make all-intra proxies of recording segments for instant, frame-exact scrubbing.",
@@ -297,7 +297,7 @@ def demo(
     seconds: float = typer.Option(4.0, "--seconds", min=0.5, max=60, help="Length of the example recording."),
 ) -> None:
     """Make a short example recording with PyAV, build its proxy, and say what happened."""
-    from .samples import RecordingSpec, make_recording, read_index
+    from ..samples import RecordingSpec, make_recording, read_index
 
     target = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="scrubproxy-demo-"))
     frames = int(seconds * 30)
@@ -315,7 +315,7 @@ def demo(
     entry = next(e for e in cache.entries("demo") if e.proxy_path == proxy_path)
     stderr.print(f"   {proxy_path}", highlight=False)
     stderr.print(f"   {entry.frames} frames in {took:.2f} s, {proxy_path.stat().st_size / 1e6:.1f} MB; asking again took {hit_ms:.2f} ms (cache hit)", highlight=False)
-    from .reader import ProxyReader
+    from ..reader import ProxyReader
 
     with ProxyReader(proxy_path) as reader:
         k = len(reader) // 2
@@ -337,7 +337,7 @@ def verify(
     seed: int = typer.Option(0, "--seed", help="Seed for the random sample."),
 ) -> None:
     """Check that proxy frame k is source frame k (count, pts, pixels); exit 1 on any mismatch."""
-    from .verify import verify_proxy
+    from ..verify import verify_proxy
 
     cache = _cache()
     proxy_path = cache.ensure(source, session)
@@ -363,7 +363,7 @@ def frame(
     session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id."),
 ) -> None:
     """Write one proxy frame (frame K, or the one shown at --time) to a file; print its path."""
-    from .errors import BadInputError
+    from ..errors import BadInputError
 
     if (index is None) == (at_time is None):
         raise BadInputError(source, "give a frame number K or --time T (one of them)")
@@ -389,16 +389,16 @@ def frame(
 
 
 # scrubproxy serve: HTTP frame server and scrubber page
-from .cli_serve import serve  # noqa: E402
+from .serve import serve  # noqa: E402
 
 app.command()(handles_errors(serve))
 
 # scrubproxy play: mpv on the proxies (cli_play.py)
-from .cli_play import play as _play  # noqa: E402
+from .play import play as _play  # noqa: E402
 
 app.command("play")(handles_errors(_play))
 
-from .cli_watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
+from .watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
 
 app.command()(watch)
 
@@ -422,6 +422,3 @@ def run() -> None:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
-
-if __name__ == "__main__":
-    run()

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .budget import enforce_budget
-from .cache import ProxyCache
-from .errors import BadInputError, ScrubProxyError
-from .settings import ProxySettings
+from ..cache import ProxyCache
+from ..errors import BadInputError, ScrubProxyError
+from ..settings import ProxySettings
 from .workers import Encode, start_encode, wait_any
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from .errors import BadInputError
-from .settings import ProxySettings
+from ..errors import BadInputError
+from ..settings import ProxySettings
 
 KEYS = "keys: . and , one frame | right/left 1 s | up/down 10 s | o open the original at this frame | q quit"
 
@@ -25,7 +25,7 @@ def _natural_key(path: Path) -> list[object]:
 
 def session_sources(session: str) -> list[Path]:
     """The sources of a session's valid proxies, in recording order (by name, numbers numerically)."""
-    from .cli import _cache
+    from .main import _cache
 
     sources = [e.source for e in _cache().entries(session) if e.state == "valid" and e.source is not None]
     if not sources:
@@ -42,8 +42,8 @@ def play(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no key help."),
 ) -> None:
     """Scrub SRC... in mpv on their proxies: exact frames, the source frame number on screen."""
-    from .cli import _cache, ensure_all, stderr
-    from .player import Player, timeline_settings
+    from .main import _cache, ensure_all, stderr
+    from ..player import Player, timeline_settings
 
     if not sources:
         if session is None:

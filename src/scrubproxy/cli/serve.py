@@ -17,10 +17,10 @@ from typing import Optional
 
 import typer
 
-from .cache import ProxyCache
-from .errors import BadInputError
-from .timeline import Timeline
-from .settings import ProxySettings
+from ..cache import ProxyCache
+from ..errors import BadInputError
+from ..timeline import Timeline
+from ..settings import ProxySettings
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,256}")
 
@@ -80,8 +80,8 @@ def serve(
         raise BadInputError(None, f"--host {host} lets other machines in: give --token T (or SCRUBPROXY_TOKEN) so only people with it can see the frames")
     import uvicorn  # here, not at the top: every other command starts faster without it
 
-    from .cli import ensure_all, stderr
-    from .server import create_app
+    from .main import ensure_all, stderr
+    from ..server import create_app
 
     cache = ProxyCache(ctx.find_root().params.get("cache_dir"))
     if not sources:

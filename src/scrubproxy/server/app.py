@@ -41,10 +41,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import ScrubProxyError
-from .original import encode_still, upright_rgb
-from .sourceframes import decode_exact
-from .timeline import Segment, Timeline
+from ..errors import ScrubProxyError
+from ..original import encode_still, upright_rgb
+from ..sourceframes import decode_exact
+from ..timeline import Segment, Timeline
 from .tokengate import TokenGate
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class FrameRoute:
 
 
 def _page_file(name: str) -> bytes:
-    return resources.files("scrubproxy").joinpath("web", name).read_bytes()
+    return resources.files("scrubproxy.server").joinpath("web", name).read_bytes()
 
 
 def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .reader import ProxyReader
-from .timeline import Segment, Timeline
+from ..reader import ProxyReader
+from ..timeline import Segment, Timeline
 
 #: mpv drops frames with pts < target - HRSEEK_SLACK during an exact seek (player/video.c).
 HRSEEK_SLACK = 0.005

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError, PlayerError
+from ..errors import BadInputError, PlayerError
 
 INSTALL_HINT = (
     "mpv not found on PATH; install it (Debian/Ubuntu: sudo apt-get install mpv, "

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from .cache import ProxyCache
-from .errors import BadInputError, PlayerError, ProxyFormatError
+from ..cache import ProxyCache
+from ..errors import BadInputError, PlayerError, ProxyFormatError
 from .mpvipc import MpvClient, MpvProcess, find_mpv
-from .reader import ProxyReader
-from .settings import ProxySettings
+from ..reader import ProxyReader
+from ..settings import ProxySettings
 from .edl import MpvTimeline
-from .timeline import Segment, Timeline
+from ..timeline import Segment, Timeline
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ DURATION_TOLERANCE = 0.002
 
 def lua_script() -> Path:
     """Path of the shipped mpv script (on-screen frame line, keys, open-the-original)."""
-    return Path(str(resources.files("scrubproxy") / "mpv" / "scrubproxy.lua"))
+    return Path(str(resources.files("scrubproxy.player") / "scrubproxy.lua"))
 
 
 def timeline_settings(cache: ProxyCache, sources: Sequence[str | Path], session: str | None, settings: ProxySettings | None) -> ProxySettings:

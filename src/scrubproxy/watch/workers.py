@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import ProxyCache
-from .errors import ScrubProxyError
-from .settings import ProxySettings
+from ..cache import ProxyCache
+from ..errors import ScrubProxyError
+from ..settings import ProxySettings
 
 #: Added to the watcher's niceness for encoders: the recorder keeps its frames.
 ENCODER_NICE = 10

@@ -1,0 +1,5 @@
+"""``python -m scrubproxy``: the ``scrubproxy`` command."""
+
+from .cli import run
+
+run()
