@@ -38,8 +38,14 @@ CHILD = textwrap.dedent(
 
     root, source, point, force = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "force"
     if os.environ.get("CHILD_NO_LOCK"):  # a writer on a network filesystem, where file locks do not hold
-        import contextlib, filelock
-        filelock.FileLock = lambda *a, **k: contextlib.nullcontext()
+        import filelock
+        class NoLock:  # takes every lock at once, holds none
+            def __init__(self, *a, **k): pass
+            def acquire(self, *a, **k): return self
+            def release(self, *a, **k): pass
+            def __enter__(self): return self
+            def __exit__(self, *exc): pass
+        filelock.FileLock = NoLock
     if os.environ.get("CHILD_HOSTNAME"):  # a machine named like most servers: host.domain
         import socket
         socket.gethostname = lambda: os.environ["CHILD_HOSTNAME"]

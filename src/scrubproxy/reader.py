@@ -18,6 +18,7 @@ recording a use is the cache's business (``ProxyCache.open``).
 from __future__ import annotations
 
 import fractions
+import itertools
 import mmap
 import os
 import threading
@@ -49,18 +50,18 @@ STANDARD_DHT = bytes.fromhex(
 )
 
 
-#: Frames per pool task: enough to pay for the hand-off, few enough to spread a batch over the cores.
-_CHUNK = 4
+#: Threads that decode one batch: the caller and one pool thread per other core.
+_WORKERS = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
 def _decode_pool() -> ThreadPoolExecutor:
-    """The JPEG decode pool every reader shares, one thread per core, made on first use."""
+    """The JPEG decode pool every reader shares (helpers of the calling thread), made on first use."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="scrubproxy-jpeg")
+            _pool = ThreadPoolExecutor(max_workers=max(1, _WORKERS - 1), thread_name_prefix="scrubproxy-jpeg")
         return _pool
 
 
@@ -232,20 +233,27 @@ class ProxyReader:
         return arr
 
     def _decode_many(self, indices: np.ndarray) -> np.ndarray:
-        """Frames ``indices`` (in range) as (N, H, W, 3), decoded on the shared pool;
-        each distinct frame once."""
+        """Frames ``indices`` (in range) as (N, H, W, 3), each distinct frame decoded once.
+
+        The calling thread and up to one pool thread per other core take the
+        next frame from a shared counter until none is left: the caller never
+        waits for a helper to start (on a busy machine it may do all the work),
+        and helpers that had not started by the end are cancelled.
+        """
         unique, inverse = np.unique(indices, return_inverse=True)
         out = np.empty((len(unique), self.metadata.height, self.metadata.width, 3), np.uint8)
+        claim = itertools.count()  # next() on it is atomic under the GIL
 
-        def decode(start: int) -> None:
-            for j in range(start, min(start + _CHUNK, len(unique))):
+        def drain() -> None:
+            while (j := next(claim)) < len(unique):
                 self._pixels(int(unique[j]), out[j])
 
-        if len(unique) <= _CHUNK:
-            decode(0)
-        else:
-            for future in [_decode_pool().submit(decode, start) for start in range(0, len(unique), _CHUNK)]:
-                future.result()
+        pool = _decode_pool()
+        helpers = [pool.submit(drain) for _ in range(min(_WORKERS - 1, len(unique) - 1))]
+        drain()
+        for helper in helpers:
+            if not helper.cancel():
+                helper.result()
         return out if len(unique) == len(indices) and np.array_equal(unique, indices) else out[inverse.reshape(-1)]
 
     def get_frames_at(self, indices: Any) -> FrameBatch:
