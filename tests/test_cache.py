@@ -524,7 +524,7 @@ def test_ctrl_c_stops_ensure_many_encodes_and_cancels_the_rest(cache: ProxyCache
     import threading
     import time
 
-    sources = [make_media("long.mp4", frames=600, gop=60), *session_sources[:2]]
+    sources = [make_media("long-interrupted.mp4", frames=600, gop=60), *session_sources[:2]]
     main = threading.main_thread().ident
     sent: list[int] = []
 

@@ -297,7 +297,7 @@ def test_budget_evicts_least_recently_used_never_the_new_proxy_and_clean_stale(t
     assert all(cache.lookup(src) for src in sources) and len(cache.entries()) == 4
     assert run_cli("ls", cache_dir=cache_dir).returncode == 0
     assert [m.stat().st_atime_ns for m in manifests] == before
-    with ProxyReader(cache.lookup(sources[0])) as r:  # a read is a use: s0 becomes the most recent
+    with cache.open(sources[0]) as r:  # opening through the cache is a use: s0 becomes the most recent
         r.jpeg(0)
     biggest = max(e.size for e in cache.entries())
     shutil.copy(make_media("budget.mp4", frames=30), rec / "new.mp4")
