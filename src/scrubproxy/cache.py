@@ -4,7 +4,7 @@ made, published and removed.
 Layout (see DESIGN.md)::
 
     <root>/CACHEDIR.TAG                      marks the folder as ours (and as a cache)
-    <root>/<session>/<stem>-<hash>.avi|.mkv  the proxy
+    <root>/<session>/<stem>-<hash>.mkv      the proxy
     <root>/<session>/<stem>-<hash>.frames    its frame map
     <root>/<session>/<stem>-<hash>.json      its manifest: the commit record, written last
     <root>/.locks/<session>/<stem>-<hash>.lock
@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any
 import filelock
 
 from ._version import __version__
-from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
+from .encode import EncodeResult, ProgressCallback, encode_proxy
+from .mux import PROXY_CONTAINER
 from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
-from .probe import check_source_path, probe
+from .probe import check_source_path
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
 if TYPE_CHECKING:
@@ -264,8 +265,7 @@ class ProxyCache:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
 
         A published proxy's own path when there is one; otherwise the name the
-        container choice gives (which reads the source's timestamps when the
-        container is ``auto``).
+        next encode will publish.
         """
         settings = settings or ProxySettings()
         sdir = self.session_dir(session)
@@ -274,10 +274,7 @@ class ProxyCache:
         key, manifest = self._key(src, sdir)
         if manifest is not None and manifest.get("settings") == settings.fingerprint():
             return sdir / manifest["proxy"]["file"]
-        if settings.container != "auto" or not src.is_file():
-            ext = "avi" if settings.container == "auto" else settings.container
-            return sdir / f"{key}.{ext}"
-        return sdir / f"{key}.{choose_container(probe(src, settings.stream), settings)}"
+        return sdir / f"{key}.{PROXY_CONTAINER}"
 
     # -- validity -----------------------------------------------------------------
 
@@ -506,7 +503,7 @@ class ProxyCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
             raise EncodeError(manifest_path, f"publishing the proxy failed: {exc.strerror or exc}") from exc
-        other = sdir / f"{key}.{'mkv' if result.container == 'avi' else 'avi'}"
+        other = sdir / f"{key}.avi"  # the proxy of FORMAT_VERSION 1, if any
         with contextlib.suppress(FileNotFoundError):
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
