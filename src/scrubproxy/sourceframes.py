@@ -44,8 +44,9 @@ class SourceFrames:
         self.stream.thread_type = "AUTO"
         self.time_base = self.stream.time_base or fractions.Fraction(1, 90000)
         rate = self.stream.average_rate or self.stream.guessed_rate or fractions.Fraction(30)
-        # About two seconds of pts: how far ahead sequential reads go on without a seek,
-        # and the first step back when a seek lands past the target.
+        # Two frame durations of pts: how far ahead sequential reads go on without a
+        # seek when the keyframes are not known, and the first step back when a seek
+        # lands past the target.
         self._ahead = max(1, round(2 / (fractions.Fraction(rate) * self.time_base)))
         self._keyframes = keyframes
         self._iter = None
