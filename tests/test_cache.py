@@ -71,13 +71,13 @@ def test_layout_follows_the_design(cache: ProxyCache, source: Path, vfr_source: 
     proxy = cache.ensure(source, session="s1")
     assert proxy.parent == cache.root / "s1"
     m = PROXY_NAME.fullmatch(proxy.name)
-    assert m and m["stem"] == "segment-001" and m["ext"] == "avi"
+    assert m and m["stem"] == "segment-001" and m["ext"] == "mkv"
     assert proxy.with_suffix(".frames").is_file() and proxy.with_suffix(".json").is_file()
     assert (cache.root / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
     assert list((cache.root / ".locks" / "s1").glob(f"{proxy.stem}*"))
-    vfr = cache.ensure(vfr_source)  # variable rate -> Matroska, default session
+    vfr = cache.ensure(vfr_source)  # default session
     assert vfr.parent == cache.root / "default" and vfr.suffix == ".mkv"
-    assert sorted(p.name for p in (cache.root / "s1").iterdir()) == sorted(proxy.with_suffix(s).name for s in (".avi", ".frames", ".json"))
+    assert sorted(p.name for p in (cache.root / "s1").iterdir()) == sorted(proxy.with_suffix(s).name for s in (".mkv", ".frames", ".json"))
     assert manifest_of(proxy)["proxy"]["frames"] == 60
 
 
@@ -168,11 +168,19 @@ def test_hwaccel_choice_does_not_make_a_proxy_stale(cache: ProxyCache, source: P
     assert cache.lookup(source, settings=ProxySettings(hwaccel="auto")) == proxy
 
 
-def test_container_change_replaces_the_other_container(cache: ProxyCache, source: Path):
-    avi = cache.ensure(source)
-    mkv = cache.ensure(source, settings=ProxySettings(container="mkv"))
-    assert mkv.suffix == ".mkv" and not avi.exists()
+def test_an_avi_proxy_of_format_1_is_rebuilt_once_as_matroska(cache: ProxyCache, source: Path):
+    mkv = cache.ensure(source)
+    avi = mkv.with_suffix(".avi")  # dress it up as what format 1 published for a constant-rate source
+    mkv.rename(avi)
+    manifest = manifest_of(mkv)
+    manifest["format_version"], manifest["proxy"]["file"] = 1, avi.name
+    manifest["settings"]["container"] = "auto"
+    mkv.with_suffix(".json").write_text(json.dumps(manifest))
+    assert cache.lookup(source) is None
+    assert cache.ensure(source) == mkv and not avi.exists()
     assert indices(mkv) == list(range(60))
+    stamp = mkv.stat().st_mtime_ns
+    assert cache.ensure(source) == mkv and mkv.stat().st_mtime_ns == stamp
     assert len(cache.entries()) == 1
 
 
@@ -210,7 +218,7 @@ def test_a_proxy_name_taken_by_another_source_is_never_shared(cache: ProxyCache,
     pa = cache.ensure(a)
     # Forge the collision: pretend the 8-hex name b would use belongs to source a.
     pb_name = cache.path_for(b)
-    for suffix in (".avi", ".frames"):
+    for suffix in (".mkv", ".frames"):
         shutil.copyfile(pa.with_suffix(suffix), pb_name.with_suffix(suffix))
     manifest = manifest_of(pa)
     for part in ("proxy", "frame_map"):
@@ -219,7 +227,7 @@ def test_a_proxy_name_taken_by_another_source_is_never_shared(cache: ProxyCache,
     pb_name.with_suffix(".json").write_text(json.dumps(manifest))
     pb = cache.ensure(b)
     assert pb not in (pa, pb_name)
-    assert re.fullmatch(r"seg-[0-9a-f]{16}\.avi", pb.name)
+    assert re.fullmatch(r"seg-[0-9a-f]{16}\.mkv", pb.name)
     assert indices(pb) == list(range(15))
     assert cache.ensure(b) == pb == cache.path_for(b)
     assert len(indices(pa)) == 60
@@ -380,7 +388,7 @@ def test_entries_report_valid_stale_and_orphan(cache: ProxyCache, tmp_path: Path
     assert {p: e.state for p, e in by_path.items()} == {valid: "valid", stale: "stale", orphan: "orphan"}
     v = by_path[valid]
     assert v.source == session_sources[0].resolve() and v.frames == 20 and not v.partial and v.session == "default"
-    assert v.size == sum(p.stat().st_size for p in v.files) and set(v.files) == {valid.with_suffix(s) for s in (".avi", ".frames", ".json")}
+    assert v.size == sum(p.stat().st_size for p in v.files) and set(v.files) == {valid.with_suffix(s) for s in (".mkv", ".frames", ".json")}
     assert by_path[orphan].source is None and by_path[orphan].frames is None
     assert cache.lookup(orphan_src) is None
     assert cache.entries("nobody") == []

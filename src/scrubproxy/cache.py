@@ -4,7 +4,7 @@ made, published and removed.
 Layout (see DESIGN.md)::
 
     <root>/CACHEDIR.TAG                      marks the folder as ours (and as a cache)
-    <root>/<session>/<stem>-<hash>.avi|.mkv  the proxy
+    <root>/<session>/<stem>-<hash>.mkv      the proxy
     <root>/<session>/<stem>-<hash>.frames    its frame map
     <root>/<session>/<stem>-<hash>.json      its manifest: the commit record, written last
     <root>/.locks/<session>/<stem>-<hash>.lock
@@ -41,10 +41,11 @@ from typing import Any
 import filelock
 
 from ._version import __version__
-from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
+from .encode import EncodeResult, ProgressCallback, encode_proxy
 from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
 from .manifest import FileRecord, Manifest, ProxyRecord, SourceRecord, SourceVideo, fsync_dir, mark_used, read_manifest, source_fingerprint, write_manifest
-from .probe import check_source_path, probe
+from .mux import PROXY_CONTAINER
+from .probe import check_source_path
 from .reader import ProxyReader
 from .settings import ProxySettings, resolve_cache_root
 
@@ -201,8 +202,7 @@ class ProxyCache:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
 
         A published proxy's own path when there is one; otherwise the name the
-        container choice gives (which reads the source's timestamps when the
-        container is ``auto``). ``session=None``: a valid proxy in any session
+        next encode will publish. ``session=None``: a valid proxy in any session
         (see :meth:`find`), else the name in :data:`DEFAULT_SESSION`.
         """
         settings = settings or ProxySettings()
@@ -216,10 +216,7 @@ class ProxyCache:
         key, manifest = self._key(src, sdir)
         if manifest is not None and manifest.settings == settings.fingerprint():
             return sdir / manifest.proxy.file
-        if settings.container != "auto" or not src.is_file():
-            ext = "avi" if settings.container == "auto" else settings.container
-            return sdir / f"{key}.{ext}"
-        return sdir / f"{key}.{choose_container(probe(src, settings.stream), settings)}"
+        return sdir / f"{key}.{PROXY_CONTAINER}"
 
     # -- validity -----------------------------------------------------------------
 
@@ -560,7 +557,7 @@ class ProxyCache:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
             raise EncodeError(manifest_path, f"publishing the proxy failed: {exc.strerror or exc}") from exc
-        other = sdir / f"{key}.{'mkv' if result.container == 'avi' else 'avi'}"
+        other = sdir / f"{key}.avi"  # the proxy of FORMAT_VERSION 1, if any
         with contextlib.suppress(FileNotFoundError):
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
