@@ -398,6 +398,10 @@ from .play import play as _play  # noqa: E402
 
 app.command("play")(handles_errors(_play))
 
+from .frames import frames  # noqa: E402  (scrubproxy frames: frame tables for other tools)
+
+app.command()(handles_errors(frames))
+
 from .watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
 
 app.command()(watch)
