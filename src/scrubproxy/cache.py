@@ -41,6 +41,7 @@ import filelock
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
 from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
+from .hwchoice import MEMORY_FILE_RE
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -379,7 +380,7 @@ class ProxyCache:
                 raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
             claim = self._claim_session_dir(sdir, key, owner)
             try:
-                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress, memory_root=self.root)
                 return self._publish(result, sdir, key, owner, settings, before)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -594,6 +595,8 @@ class ProxyCache:
             if entry.name == TAG_NAME and entry.is_file(follow_symlinks=False):
                 continue
             if entry.name == LOCKS_DIR and entry.is_dir(follow_symlinks=False):
+                continue
+            if MEMORY_FILE_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):  # hwaccel auto's measurements
                 continue
             if entry.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(entry.name) and self._only_ours(Path(entry.path)):
                 continue
