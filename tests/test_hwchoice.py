@@ -79,10 +79,12 @@ def test_auto_measures_this_machines_decoders_at_the_first_encode_and_cleanup_ac
     assert json.loads(proxy.with_suffix(".json").read_text())["decoder"] == choice.decoder
     info = run_cli("info", cfr_source, "--json", cache_dir=cache.root)
     assert json.loads(info.stdout)["hwaccel_auto"]["decoder"] == choice.decoder
-    assert cache.cleanup() == 1  # the memory file is scrubproxy's own: not a reason to refuse
+    assert cache.cleanup(stale_only=True) == 0  # the memory file is scrubproxy's own: not a reason to refuse
+    assert remembered_choice(cache.root, probe(cfr_source)) == choice
+    assert cache.cleanup() == 1 and not (cache.root / MEMORY_NAME).exists()  # a full cleanup forgets it too
 
 
-def test_time_decode_counts_frames_after_the_first_and_reports_a_decoder_that_does_not_open(cfr_source):
+def test_time_decode_times_the_steady_frames_and_reports_a_decoder_that_does_not_open(cfr_source):
     import av
 
     info = probe(cfr_source)

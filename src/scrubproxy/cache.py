@@ -41,7 +41,7 @@ import filelock
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
 from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
-from .hwchoice import MEMORY_FILE_RE
+from .hwchoice import MEMORY_FILE_RE, forget_choices
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -653,5 +653,7 @@ class ProxyCache:
         for name in self._session_names(session):
             with contextlib.suppress(OSError):
                 (self.root / name).rmdir()  # only when empty: never a file we did not make
+        if session is None and not stale_only:
+            forget_choices(self.root)  # everything goes, hwaccel auto's measurements too
         log.info("cleaned %d proxies from %s", removed, self.root if session is None else self.root / session)
         return removed

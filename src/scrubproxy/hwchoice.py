@@ -11,8 +11,8 @@ replaced atomically), so that later encodes go straight to the winner.
 
 The timing covers decoding and the download (what the encoder consumes),
 with the CPU decoder using every core. A rate counts the frames after the
-first over the time after it came out, so the opening of a device and the
-start of frame threads do not count.
+first quarter over the time after it came out: the opening of a device does
+not count, nor the burst of frames that frame threads hold ready at the start.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def decide(rates: Mapping[str, float | None]) -> str:
 
 
 def time_decode(info: SourceInfo, decoder: str, open_decoder: Callable[[SourceInfo, str], Any], frames: int = PROBE_FRAMES) -> float | None:
-    """Frames/s of ``decoder`` over the first ``frames`` frames of ``info``'s video;
+    """Frames/s of ``decoder`` over the first ``frames`` frames of ``info``'s video (see the module docstring);
     None when it does not open or fails. ``open_decoder(info, decoder)`` returns
     (container, stream) set up as the encoder sets them up."""
     try:
@@ -104,15 +104,16 @@ def time_decode(info: SourceInfo, decoder: str, open_decoder: Callable[[SourceIn
         log.debug("%s: %s decoder does not open: %s", info.path, decoder, exc)
         return None
     try:
+        warmup = max(1, frames // 4)
         count, first = 0, 0.0
-        for frame in container.decode(stream):
+        for _ in container.decode(stream):
             count += 1
-            if count == 1:
+            if count == warmup:
                 first = time.perf_counter()
             if count >= frames:
                 break
         elapsed = time.perf_counter() - first
-        return (count - 1) / elapsed if count > 1 and elapsed > 0 else None
+        return (count - warmup) / elapsed if count > warmup and elapsed > 0 else None
     except Exception as exc:
         log.debug("%s: %s decoder failed while timed: %s", info.path, decoder, exc)
         return None
@@ -167,6 +168,11 @@ def choose_decoder(info: SourceInfo, candidates: list[str], root: Path, measure:
     _write_memory(path, choices)
     log.debug("%s: hwaccel auto for %s: %s", info.path, key, choice.describe())
     return choice
+
+
+def forget_choices(root: Path) -> None:
+    """Drop every remembered choice in cache root ``root`` (a full cleanup: measured again at the next encode)."""
+    (Path(root) / MEMORY_NAME).unlink(missing_ok=True)
 
 
 def auto_plan(choice: DecoderChoice) -> list[str]:
