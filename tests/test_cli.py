@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from scrubproxy import ProxyCache, __version__
+from scrubproxy.hwchoice import MEMORY_NAME
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import RecordingSpec, make_recording, read_index
 
@@ -39,10 +40,10 @@ def one_error_line(result: subprocess.CompletedProcess, path: Path | None, *word
 
 
 def cache_files(root: Path) -> list[Path]:
-    """Proxies, frame maps, manifests and temporary files under a cache root (not lock files)."""
+    """Proxies, frame maps, manifests and temporary files under a cache root (not lock files, not hwaccel auto's measurements)."""
     if not root.exists():
         return []
-    return [p for p in root.rglob("*") if p.is_file() and p.name != "CACHEDIR.TAG" and ".locks" not in p.relative_to(root).parts]
+    return [p for p in root.rglob("*") if p.is_file() and p.name not in ("CACHEDIR.TAG", MEMORY_NAME) and ".locks" not in p.relative_to(root).parts]
 
 
 def copy_to(src: Path, dest: Path) -> Path:

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
-from .decode import SourceDecoder, decoder_plan
+from .decode import SourceDecoder, decoder_plan, open_decoder
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .framemap import FrameMapHeader, write_frame_map
+from .hwchoice import auto_plan, choose_decoder, time_decode
 from .mux import PROXY_CONTAINER, ProxyWriter, index_proxy
 from .probe import SourceInfo, probe
-from .settings import ProxySettings
+from .settings import ProxySettings, resolve_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +135,13 @@ def encode_proxy(
     output_base: str | Path,
     settings: ProxySettings | None = None,
     progress: ProgressCallback | None = None,
+    memory_root: str | Path | None = None,
 ) -> EncodeResult:
     """Encode ``source`` into ``<output_base>.mkv`` and ``<output_base>.frames``.
 
-    Tries the decoders of ``settings.hwaccel`` in turn; a hardware decoder that
+    ``hwaccel="auto"`` decodes with what measured fastest for this kind of
+    source on this machine (:mod:`scrubproxy.hwchoice`, remembered in the cache
+    root ``memory_root``, default the user's). Tries the decoders of the plan in turn; a hardware decoder that
     fails at any point (at open or after many frames) is dropped and the whole
     encode runs again on the CPU. On any failure both output files are removed.
     Raises :class:`SourceUnreadableError` when no frame decodes and
@@ -150,6 +154,9 @@ def encode_proxy(
     frame_map_path = base.parent / f"{base.name}.frames"
     started = time.monotonic()
     plan = decoder_plan(settings.hwaccel)
+    if settings.hwaccel == "auto" and len(plan) > 1:
+        root = Path(memory_root) if memory_root is not None else resolve_cache_root()
+        plan = auto_plan(choose_decoder(info, plan, root, lambda decoder: time_decode(info, decoder, open_decoder)))
     last_error: Exception | None = None
     for decoder in plan:
         try:

@@ -126,6 +126,7 @@ class RecordingSpec:
     codec_options: tuple[tuple[str, str], ...] = ()
     container_options: tuple[tuple[str, str], ...] = ()  # e.g. (("movflags", "frag_keyframe+empty_moov"),)
     audio: bool = False
+    tone: float = 0.0  # audio: a sine of this many Hz (0: silence), so a test can tell whose sound plays
     grain: int = 0  # amplitude of per-pixel noise, as a camera's sensor adds
     first_index: int = 0  # index painted on the first frame (a recording's later part)
 
@@ -184,17 +185,19 @@ def make_recording(spec: RecordingSpec) -> Path:
             frame.time_base = time_base
             out.mux(stream.encode(frame))
             if audio is not None:
-                audio_samples = _mux_silence(out, audio, audio_samples, int((k + 1) / spec.rate * 48000))
+                audio_samples = _mux_audio(out, audio, audio_samples, int((k + 1) / spec.rate * 48000), spec.tone)
         out.mux(stream.encode(None))
         if audio is not None:
             out.mux(audio.encode(None))
     return path
 
 
-def _mux_silence(out: av.container.OutputContainer, audio: av.audio.stream.AudioStream, have: int, want: int) -> int:
-    """Mux silence until the audio holds ``want`` samples; returns the samples muxed."""
+def _mux_audio(out: av.container.OutputContainer, audio: av.audio.stream.AudioStream, have: int, want: int, tone: float) -> int:
+    """Mux silence (or a ``tone`` Hz sine at half scale) until the audio holds ``want`` samples; returns the samples muxed."""
     while have + 1024 <= want:
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        t = np.arange(have, have + 1024) / 48000
+        wave = (0.5 * np.sin(2 * np.pi * tone * t)).astype(np.float32)[None, :] if tone else np.zeros((1, 1024), np.float32)
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="mono")
         frame.sample_rate = 48000
         frame.pts = have
         out.mux(audio.encode(frame))

@@ -27,6 +27,7 @@ from rich.table import Table
 from .._version import __version__
 from ..cache import ProxyCache
 from ..errors import ScrubProxyError
+from ..hwchoice import remembered_choice
 from ..probe import probe
 from ..settings import ProxySettings
 
@@ -272,6 +273,8 @@ def info(
         },
         "proxy": {"path": str(proxy_path) if proxy_path else str(cache.path_for(source, session)), "state": "valid" if proxy_path else "missing or stale"},
     }
+    choice = remembered_choice(cache.root, src)
+    data["hwaccel_auto"] = choice.as_json() if choice else None  # measured at its first encode on this machine
     if as_json:
         typer.echo(json.dumps(data, indent=1))
         return
@@ -287,6 +290,7 @@ def info(
         highlight=False,
     )
     out.print(f"  proxy: {data['proxy']['path']} ({data['proxy']['state']})", highlight=False)
+    out.print(f"  hwaccel auto: {choice.describe() if choice else 'not measured yet on this machine (at the first encode)'}", highlight=False)
 
 
 @app.command()
@@ -396,6 +400,10 @@ app.command()(handles_errors(serve))
 from .play import play as _play  # noqa: E402
 
 app.command("play")(handles_errors(_play))
+
+from .frames import frames  # noqa: E402  (scrubproxy frames: frame tables for other tools)
+
+app.command()(handles_errors(frames))
 
 from .watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
 
