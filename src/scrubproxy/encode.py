@@ -41,10 +41,12 @@ import av.filter
 import numpy as np
 import simplejpeg
 
+from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .framemap import FrameMapHeader, write_frame_map
 from .probe import SourceInfo, open_container, probe
 from .settings import ProxySettings
+from .tonemap import hdr_filters
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> list[tuple[str, s
     """
     matrix, rng = source_matrix(info)
     scale_name, space_name = _MATRIX_NAMES[matrix]
-    chain = [
+    chain = hdr_filters(info, geometry.scaled_width, geometry.scaled_height) or [
         (
             "scale",
             f"{geometry.scaled_width}:{geometry.scaled_height}:flags=area"
@@ -152,8 +154,8 @@ def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> list[tuple[str, s
         ("format", "yuv420p|yuv420p10le"),
         # Primaries and transfer stay as they are (fast=1): only matrix and range change.
         ("colorspace", f"ispace={space_name}:irange={rng}:iprimaries=bt709:itrc=bt709:space=bt470bg:range=pc:primaries=bt709:trc=bt709:fast=1:format=yuv420p"),
-        ("setsar", "1"),
     ]
+    chain.append(("setsar", "1"))
     rotation = info.video.rotation
     if rotation == 90:
         chain.append(("transpose", "cclock"))
@@ -473,7 +475,7 @@ def _decode_all(
 
     try:
         output = _Output(output_path, container_kind, info, geometry, settings)
-        for frame in source.frames():
+        for frame in deinterlaced(info, source.frames()):
             pts = _frame_pts(frame, source_pts[-1] if source_pts else None, nominal)
             out_pts = output.proxy_pts(len(source_pts), pts)
             pending.append((converter.submit(frame), out_pts))

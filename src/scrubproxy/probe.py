@@ -456,11 +456,13 @@ _IDET_FRAMES = 24
 
 
 def field_order_of(first: av.VideoFrame, stream: av.video.stream.VideoStream) -> str | None:
-    """The field order the stream or its first frame flags, or None when nothing says."""
+    """``tff``/``bff`` when the stream or its first frame flags interlacing, else
+    None: a "progressive" flag only says how the pictures were coded, and an
+    interlaced picture coded as a frame carries it too."""
     flagged = FIELD_ORDERS.get(stream.codec_context.field_order)
-    if first.interlaced_frame:
-        return flagged if flagged in ("tff", "bff") else "tff"
-    return flagged
+    if flagged in ("tff", "bff"):
+        return flagged
+    return "tff" if first.interlaced_frame else None
 
 
 def worth_idet(height: int, rate: fractions.Fraction | None, flagged: str | None) -> bool:
@@ -503,7 +505,7 @@ def detect_field_order(container: av.container.InputContainer, stream: av.video.
     if last is None:
         return "progressive"
     meta = last.metadata
-    counts = {k: int(meta.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff", "progressive")}
+    counts = {k: float(meta.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff", "progressive")}
     if counts["tff"] + counts["bff"] > 2 * counts["progressive"]:
         return "tff" if counts["tff"] >= counts["bff"] else "bff"
     return "progressive"
