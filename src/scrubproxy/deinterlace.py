@@ -12,6 +12,7 @@ with that frame's pts, so the frame map stays 1:1; it was chosen over
 from __future__ import annotations
 
 import fractions
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import av
@@ -47,14 +48,18 @@ def deinterlaced(info: SourceInfo, frames: Iterable[av.VideoFrame]) -> Iterator[
         yield from frames
         return
     graph: av.filter.Graph | None = None
+    # The filter runs in half the source's time base (it could send fields);
+    # each frame out is the next frame in, so it gets that frame's own pts back.
+    stamps: deque[tuple[int | None, fractions.Fraction | None]] = deque()
     for frame in frames:
         if graph is None:
             graph = _graph(frame, chain)
+        stamps.append((frame.pts, frame.time_base))
         graph.push(frame)
-        yield from _drain(graph)
+        yield from _drain(graph, stamps)
     if graph is not None:
         graph.push(None)
-        yield from _drain(graph)
+        yield from _drain(graph, stamps)
 
 
 def _graph(template: av.VideoFrame, chain: list[tuple[str, str]]) -> av.filter.Graph:
@@ -75,9 +80,11 @@ def _graph(template: av.VideoFrame, chain: list[tuple[str, str]]) -> av.filter.G
     return graph
 
 
-def _drain(graph: av.filter.Graph) -> Iterator[av.VideoFrame]:
+def _drain(graph: av.filter.Graph, stamps: deque[tuple[int | None, fractions.Fraction | None]]) -> Iterator[av.VideoFrame]:
     while True:
         try:
-            yield graph.pull()
+            frame = graph.pull()
         except (av.error.BlockingIOError, av.error.EOFError):
             return
+        frame.pts, frame.time_base = stamps.popleft()
+        yield frame
