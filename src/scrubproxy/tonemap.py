@@ -36,8 +36,11 @@ from .probe import SourceInfo
 SDR_WHITE_NITS = 203.0
 #: The peak assumed when the source's metadata gives none.
 DEFAULT_PEAK_NITS = 1000.0
-#: Grid points per axis of the LUT: 65 keeps the interpolation error under one
-#: 8-bit step; measured cost is the same as 33 (bench/generate.py).
+#: Grid points per axis of the LUT. Measured against the exact formulas on
+#: random signals: 99% of pixels within 5.8 8-bit codes at 65 (13.9 at 33;
+#: the worst are bright colours far outside BT.709, where gamut mapping bends
+#: sharply). Costs 5.9 ms against 4.7 a 1080p frame, written once (1.7 s) and
+#: parsed by each graph (0.2 s).
 LUT_SIZE = 65
 #: Transfers this module tone-maps, as probe names them.
 HDR_TRANSFERS = {"smpte2084": "pq", "arib-std-b67": "hlg"}
@@ -198,8 +201,11 @@ def hdr_filters(info: SourceInfo, width: int, height: int) -> list[tuple[str, st
     """The chain from a decoded HDR frame to a ``width`` x ``height`` BT.601
     full-range yuv420p SDR frame; empty for a source that is not HDR.
 
-    Scaling first (in the signal domain, BT.2020 matrix to 16-bit RGB) puts
-    the LUT at proxy size, where it costs a ninth of what it would at 1080p.
+    Scaling first (in the signal domain, BT.2020 matrix to 16-bit planar RGB)
+    puts the LUT at proxy size. Measured per 1080p frame on one thread
+    (quiet machine): 5.9 ms, against 46 ms with the LUT at source size,
+    15.6 ms in packed rgb48, 9.6 ms in float and 13.7 ms with trilinear
+    interpolation; the SDR chain is 1.3-1.6 ms.
     """
     transfer = hdr_transfer(info)
     if transfer is None:
