@@ -31,6 +31,7 @@ import numpy as np
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
 from .decode import SourceDecoder, decoder_plan, open_decoder
+from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .framemap import FrameMapHeader, write_frame_map
 from .hwchoice import auto_plan, choose_decoder, time_decode
@@ -93,7 +94,7 @@ def _run_pipeline(info: SourceInfo, decoder: str, output_path: Path, settings: P
 
     try:
         output = ProxyWriter(output_path, info, geometry)
-        for pts, frame in source.frames():
+        for pts, frame in deinterlaced(info, source.frames()):
             out_pts = output.proxy_pts(pts)
             pending.append((converter.submit(frame), out_pts))
             source_pts.append(pts)

@@ -61,3 +61,12 @@ class PlayerError(ScrubProxyError):
     """mpv is missing, would not start, died, or stopped answering."""
 
     exit_code = 5
+
+
+class NotARecordingError(SourceUnreadableError):
+    """The file reads, but is not a recording: text, a still image, audio,
+    subtitles or data only. ``kind`` names which (``probe.REFUSED_KINDS``)."""
+
+    def __init__(self, path: str | Path | None, kind: str, reason: str) -> None:
+        self.kind = kind
+        super().__init__(path, reason)
