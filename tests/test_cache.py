@@ -304,7 +304,7 @@ def test_cleanup_of_one_session_removes_only_that_session(cache: ProxyCache, ses
 def test_cleanup_of_all_removes_every_proxy_and_nothing_else(cache: ProxyCache, session_sources: list[Path]):
     for session in ("a", "b", "default"):
         for s in session_sources:
-            cache.ensure(s, None if session == "default" else session)
+            cache.ensure(s, session)  # explicit: session=None would reuse the proxies of "a"
     sources_before = {s: s.read_bytes() for s in session_sources}
     assert cache.cleanup() == 9
     assert cache.entries() == []
@@ -444,3 +444,98 @@ def test_a_cache_root_that_is_a_file_lists_nothing_and_is_never_cleaned(tmp_path
     with pytest.raises(CacheRootRefusedError):
         ProxyCache(blocker).cleanup()
     assert blocker.read_text() == "canary"
+
+
+# -- any-session reuse, session listing, many at once ----------------------------------
+
+
+def test_session_sources_are_in_recording_order(cache: ProxyCache, tmp_path: Path, session_sources: list[Path]):
+    a, b = tmp_path / "a", tmp_path / "b"
+    made = [copy_source(session_sources[0], folder / name) for folder, name in ((a, "seg-10.mp4"), (b, "seg-2.mp4"), (a, "seg-2.mp4"), (a, "seg-1.mp4"))]
+    for src in made:
+        cache.ensure(src, "rec")
+    cache.ensure(session_sources[1], "other")
+    assert cache.session_sources("rec") == [a / "seg-1.mp4", a / "seg-2.mp4", b / "seg-2.mp4", a / "seg-10.mp4"]
+    assert cache.session_sources("rec", ProxySettings(height=360)) == cache.session_sources("rec")
+    for session, settings in (("empty", None), ("rec", ProxySettings(quality=9))):
+        with pytest.raises(BadInputError) as info:
+            cache.session_sources(session, settings)
+        assert info.value.path == cache.root / session and "scrubproxy proxy SRC... --session" in info.value.reason
+
+
+def test_no_session_reuses_a_proxy_of_any_session(cache: ProxyCache, source: Path, monkeypatch):
+    from scrubproxy import DEFAULT_SESSION
+
+    assert DEFAULT_SESSION == "default" and cache.find(source) is None
+    in_b = cache.ensure(source, "b")
+    assert cache.find(source) == ("b", in_b)
+    assert cache.find(source, ProxySettings(quality=9)) is None
+    assert cache.lookup(source) == cache.path_for(source) == in_b
+    assert cache.lookup(source, "default") is None  # an explicit session is that session only
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(str(a[0])) or real_open(*a, **k))
+    assert cache.ensure(source) == in_b and opened == []
+    with cache.open(source) as r:
+        assert r.path == in_b
+    monkeypatch.undo()
+    in_default = cache.ensure(source, "default")
+    assert cache.find(source) == ("default", in_default)  # default first, then the others
+    assert cache.ensure(source, settings=ProxySettings(quality=9)).parent == cache.root / "default"
+
+
+def test_ensure_tells_when_it_waits_for_another_encode(cache: ProxyCache, source: Path):
+    import threading
+
+    import filelock
+
+    waited = threading.Event()
+    lock = filelock.FileLock(cache.root / ".locks" / "default" / f"{cache.path_for(source).stem}.lock")
+    (cache.root / ".locks" / "default").mkdir(parents=True)
+    with lock:
+        worker = threading.Thread(target=lambda: cache.ensure(source, "default", on_wait=waited.set))
+        worker.start()
+        assert waited.wait(30)
+        assert cache.lookup(source) is None
+    worker.join(120)
+    assert not worker.is_alive() and cache.lookup(source) is not None
+    calls: list[int] = []
+    cache.ensure(source, on_wait=lambda: calls.append(1))
+    assert calls == []  # a free lock (or a hit) never reports a wait
+
+
+def test_ensure_many_keeps_order_and_reports_progress(cache: ProxyCache, session_sources: list[Path]):
+    events: list[tuple] = []
+    paths = cache.ensure_many(session_sources, "many", jobs=2, progress=lambda *a: events.append(a))
+    assert paths == [cache.lookup(s, "many") for s in session_sources] and len(set(paths)) == 3
+    for i, src in enumerate(session_sources):
+        states = [e[2] for e in events if e[0] == i]
+        assert all(e[1] == src for e in events if e[0] == i)
+        assert states[0] == "encoding" and states[-1] == "done" and set(states) == {"encoding", "done"}
+        done = [e for e in events if e[0] == i and e[2] == "done"][0]
+        assert done[3] == done[4] == 20
+    events.clear()
+    assert cache.ensure_many(session_sources, "many", progress=lambda *a: events.append(a)) == paths
+    assert [(e[0], e[2]) for e in events] == [(0, "reused"), (1, "reused"), (2, "reused")]
+
+
+def test_ctrl_c_stops_ensure_many_encodes_and_cancels_the_rest(cache: ProxyCache, make_media, session_sources: list[Path]):
+    import signal
+    import threading
+    import time
+
+    sources = [make_media("long.mp4", frames=600, gop=60), *session_sources[:2]]
+    main = threading.main_thread().ident
+    sent: list[int] = []
+
+    def progress(i, src, state, done, total, fps):
+        if state == "encoding" and done < (total or 0) and not sent:
+            sent.append(i)
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C: only the main thread sees it
+            time.sleep(0.3)  # the caller's thread takes the interrupt before this encode goes on
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure_many(sources, "stop", jobs=1, progress=progress)
+    assert sent == [0]
+    assert [cache.lookup(s, "stop") for s in sources] == [None, None, None]
+    assert [e for e in cache.entries("stop") if e.state == "valid"] == []

@@ -167,3 +167,22 @@ def test_truncated_recording_keeps_every_decodable_frame(cache, make_media, tmp_
     with cache.open(cut) as r:
         assert len(r) == len(expected)
         assert [read_index(r[k]) for k in range(len(r))] == list(range(len(r)))
+
+
+def test_original_is_the_exact_source_frame_at_full_resolution(cache, make_media, tmp_path):
+    import shutil
+
+    from scrubproxy.errors import SourceUnreadableError
+
+    src = shutil.copyfile(make_media("orig.mp4", frames=40, width=480, height=270, gop=20, bframes=2), tmp_path / "orig.mp4")
+    with cache.open(src, settings=ProxySettings(height=90)) as r:
+        for k in (0, 7, 39, 21, 3, 3, -1, 20, 19):
+            frame = r.original(k)
+            assert frame.shape == (270, 480, 3) and frame.dtype == np.uint8
+            assert read_index(frame) == k % len(r)
+        for bad in (40, -41):
+            with pytest.raises(IndexError):
+                r.original(bad)
+        src.unlink()
+        with pytest.raises(SourceUnreadableError):
+            r.original(5)

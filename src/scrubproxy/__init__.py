@@ -10,7 +10,7 @@ Public API (everything else may change)::
 """
 
 from ._version import __version__
-from .cache import CacheEntry, ProxyCache
+from .cache import DEFAULT_SESSION, CacheEntry, ProxyCache
 from .encode import EncodeResult
 from .errors import (
     BadInputError,
@@ -43,6 +43,7 @@ __all__ = [
     "BadInputError",
     "CacheEntry",
     "CacheRootRefusedError",
+    "DEFAULT_SESSION",
     "EncodeError",
     "EncodeResult",
     "InvalidSessionError",

@@ -30,8 +30,10 @@ import re
 import secrets
 import socket
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +42,7 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
+from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
 from .probe import check_source_path, probe
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -49,7 +51,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The session of ``session=None`` when a proxy has to be made (and where lookups look first).
 DEFAULT_SESSION = "default"
+#: ``progress(i, source, state, done, total, fps)`` of :meth:`ProxyCache.ensure_many`;
+#: ``state`` is "waiting", "encoding", "reused" or "done".
+ManyProgressCallback = Callable[[int, Path, str, int, "int | None", float], None]
+#: How often a waiting :meth:`ProxyCache.ensure_many` worker looks whether it was interrupted.
+_POLL_SECONDS = 0.1
 SESSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEY = r"[A-Za-z0-9._-]*-[0-9a-f]{8}(?:[0-9a-f]{8})?"
@@ -121,6 +129,12 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
         return path.stat()
     except FileNotFoundError:
         return None
+
+
+def _natural_key(path: Path) -> tuple[list[object], str]:
+    """Recording order: by file name with digit runs compared as numbers (seg-2
+    before seg-10), then by the full path."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], str(path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -265,12 +279,17 @@ class ProxyCache:
 
         A published proxy's own path when there is one; otherwise the name the
         container choice gives (which reads the source's timestamps when the
-        container is ``auto``).
+        container is ``auto``). ``session=None``: a valid proxy in any session
+        (see :meth:`find`), else the name in :data:`DEFAULT_SESSION`.
         """
         settings = settings or ProxySettings()
-        sdir = self.session_dir(session)
         src = Path(source).expanduser().absolute()
         src = src.resolve() if src.exists() else src
+        if session is None and src.is_file():
+            found = self.find(src, settings)
+            if found is not None:
+                return found[1]
+        sdir = self.session_dir(session)
         key, manifest = self._key(src, sdir)
         if manifest is not None and manifest.get("settings") == settings.fingerprint():
             return sdir / manifest["proxy"]["file"]
@@ -327,12 +346,57 @@ class ProxyCache:
             return False
 
     def lookup(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path | None:
-        """The valid proxy of ``source``, or ``None``. Never encodes, never waits."""
+        """The valid proxy of ``source``, or ``None``. Never encodes, never waits.
+
+        ``session=None`` looks in every session (see :meth:`find`); a named
+        session looks in that session only.
+        """
         settings = settings or ProxySettings()
         src = self._resolve_source(source)
+        if session is None:
+            found = self._find(src, settings)
+            return None if found is None else found[1]
         sdir = self.session_dir(session)
         _, manifest = self._key(src, sdir)
         return self._valid_proxy(manifest, src, sdir, settings)
+
+    def find(self, source: str | Path, settings: ProxySettings | None = None) -> tuple[str, Path] | None:
+        """``(session, proxy path)`` of a valid proxy of ``source`` made with
+        ``settings``, in any session: :data:`DEFAULT_SESSION` first, then the
+        others in sorted order. Stats and samples only; never encodes."""
+        return self._find(self._resolve_source(source), settings or ProxySettings())
+
+    def _find(self, src: Path, settings: ProxySettings) -> tuple[str, Path] | None:
+        names = self._session_names(None)
+        for name in sorted(names, key=lambda n: n != DEFAULT_SESSION):  # stable: default, then sorted
+            sdir = self.root / name
+            _, manifest = self._key(src, sdir)
+            hit = self._valid_proxy(manifest, src, sdir, settings)
+            if hit is not None:
+                return name, hit
+        return None
+
+    def session_sources(self, session: str, settings: ProxySettings | None = None) -> list[Path]:
+        """The sources of the session's valid proxies (only those made with
+        ``settings`` when given), in recording order: by file name with numbers
+        compared as numbers (seg-2 before seg-10), then by full path.
+
+        Raises :class:`BadInputError` when the session has none.
+        """
+        sdir = self.session_dir(session)
+        wanted = settings.fingerprint() if settings is not None else None
+        sources = {
+            e.source
+            for e in self.entries(session)
+            if e.state == "valid" and e.source is not None and (wanted is None or self._settings_of(sdir, e.key) == wanted)
+        }
+        if not sources:
+            raise BadInputError(sdir, f"session has no valid proxies (make them with: scrubproxy proxy SRC... --session {session})")
+        return sorted(sources, key=_natural_key)
+
+    def _settings_of(self, sdir: Path, key: str) -> Any:
+        manifest = self._read_manifest(sdir / f"{key}.json")
+        return None if manifest is None else manifest.get("settings")
 
     # -- making -----------------------------------------------------------------
 
@@ -343,16 +407,40 @@ class ProxyCache:
         settings: ProxySettings | None = None,
         progress: ProgressCallback | None = None,
         force: bool = False,
+        on_wait: Callable[[], None] | None = None,
     ) -> Path:
         """Return the path of a valid proxy of ``source``, encoding it if needed.
 
-        A hit costs a few stats and a 192 KiB sample read (well under a
-        millisecond) and never decodes. Concurrent callers, in any process,
-        share one encode. ``force`` rebuilds even a valid proxy; a failed
-        rebuild leaves the old proxy as it was.
+        A hit costs a few stats and a sample read of three 4 KiB blocks (well
+        under a millisecond) and never decodes. Concurrent callers, in any
+        process, share one encode: ``on_wait`` is called once, before blocking,
+        when someone else holds this proxy's lock (is encoding it). ``force``
+        rebuilds even a valid proxy; a failed rebuild leaves the old proxy as it was.
+
+        ``session=None`` reuses a valid proxy of the same source and settings
+        from any session (see :meth:`find`) and otherwise makes it in
+        :data:`DEFAULT_SESSION` ("default"); a named session uses that session only.
         """
+        return self._ensure(source, session, settings, progress, force, on_wait, None)
+
+    def _ensure(
+        self,
+        source: str | Path,
+        session: str | None,
+        settings: ProxySettings | None,
+        progress: ProgressCallback | None,
+        force: bool,
+        on_wait: Callable[[], None] | None,
+        stop: threading.Event | None,
+    ) -> Path:
+        """:meth:`ensure`; ``stop`` set ends a wait for the lock with KeyboardInterrupt."""
         settings = settings or ProxySettings()
         src = self._resolve_source(source)
+        if session is None and not force:
+            found = self._find(src, settings)
+            if found is not None:
+                mark_used(found[1].with_suffix(".json"))
+                return found[1]
         session_name = validate_session(session)
         sdir = self.root / session_name
         if not force:
@@ -363,7 +451,7 @@ class ProxyCache:
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
-        with self._locked(session_name, key):
+        with self._locked(session_name, key, on_wait=on_wait, stop=stop):
             key, manifest = self._key(src, sdir)  # decided under the 8-hex lock: collisions too
             manifest_path = sdir / f"{key}.json"
             if not force:
@@ -384,6 +472,61 @@ class ProxyCache:
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(claim)  # gone already once the manifest is published
+                raise
+
+    def ensure_many(
+        self,
+        sources: Iterable[str | Path],
+        session: str | None = None,
+        settings: ProxySettings | None = None,
+        *,
+        jobs: int = 1,
+        force: bool = False,
+        progress: ManyProgressCallback | None = None,
+    ) -> list[Path]:
+        """:meth:`ensure` each source, ``jobs`` at a time (threads); the proxies in input order.
+
+        ``progress(i, source, state, done, total, fps)`` reports source ``i``:
+        "reused" (a valid proxy was there already; nothing else follows),
+        "waiting" (on another process's encode of it), "encoding" (done of
+        total frames, fps) and "done". A KeyboardInterrupt in the caller's
+        thread stops the running encodes and waits too (Ctrl-C reaches only
+        the main thread), cancels the pending ones, and is raised again.
+        """
+        items = [Path(s) for s in sources]
+        stop = threading.Event()
+
+        def report(i: int, src: Path, state: str, done: int = 0, total: int | None = None, fps: float = 0.0) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            if progress is not None:
+                progress(i, src, state, done, total, fps)
+
+        def one(i: int, src: Path) -> Path:
+            if not force:
+                hit = self.lookup(src, session, settings)
+                if hit is not None:
+                    mark_used(hit.with_suffix(".json"))
+                    report(i, src, "reused")
+                    return hit
+            last: list[Any] = [0, None, 0.0]
+
+            def encoding(done: int, total: int | None, fps: float) -> None:
+                last[:] = [done, total, fps]
+                report(i, src, "encoding", done, total, fps)
+
+            path = self._ensure(src, session, settings, encoding, force, lambda: report(i, src, "waiting"), stop)
+            report(i, src, "done", *last)
+            return path
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(one, i, src) for i, src in enumerate(items)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                stop.set()
+                for f in futures:
+                    f.cancel()
                 raise
 
     def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
@@ -414,14 +557,44 @@ class ProxyCache:
             raise EncodeError(sdir, "cache folder is not writable")
 
     @contextlib.contextmanager
-    def _locked(self, session: str, key: str, timeout: float = -1) -> Iterator[None]:
+    def _locked(
+        self, session: str, key: str, timeout: float = -1, on_wait: Callable[[], None] | None = None, stop: threading.Event | None = None
+    ) -> Iterator[None]:
+        """Hold this proxy's lock. Busy: ``on_wait()`` once, then block (up to
+        ``timeout``; while blocking, ``stop`` set raises KeyboardInterrupt)."""
         lock_path = self._lock_path(session, key)
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EncodeError(lock_path.parent, f"cannot create the lock folder: {exc.strerror or exc}") from exc
-        with filelock.FileLock(lock_path, timeout=timeout):
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait()
+            self._wait_for(lock, timeout, stop)
+        try:
             yield
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _wait_for(lock: filelock.BaseFileLock, timeout: float, stop: threading.Event | None) -> None:
+        if stop is None:
+            lock.acquire(timeout=timeout)
+            return
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            step = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
+            try:
+                lock.acquire(timeout=step)
+                return
+            except filelock.Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
         """Delete temporary files of killed encodes of this proxy (of every proxy
@@ -513,7 +686,7 @@ class ProxyCache:
         return proxy_final
 
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
-        """Ensure the proxy of ``source`` and open it for frame access."""
+        """Ensure the proxy of ``source`` (``session`` as in :meth:`ensure`) and open it for frame access."""
         from .reader import ProxyReader
 
         return ProxyReader(self.ensure(source, session, settings))

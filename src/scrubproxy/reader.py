@@ -21,8 +21,10 @@ import numpy as np
 import simplejpeg
 
 from .cache import mark_used, read_manifest_json
-from .errors import ProxyFormatError
+from .errors import ProxyFormatError, SourceUnreadableError
 from .framemap import FrameMap
+from .original import upright_rgb
+from .sourceframes import decode_exact
 
 #: The standard Huffman tables (JPEG spec, annex K.3) as one DHT segment: MJPEG
 #: streams may leave them out ("AVI1"), standalone JPEG decoders need them.
@@ -175,6 +177,16 @@ class ProxyReader:
     def __iter__(self):
         for k in range(len(self)):
             yield self._pixels(k)
+
+    def original(self, k: int) -> np.ndarray:
+        """Source frame ``k`` itself: full resolution, upright RGB (H, W, 3) uint8,
+        decoded exactly from the source by its pts (opens it and decodes a GOP:
+        tens of milliseconds, not one). SourceUnreadableError when the source is gone."""
+        pts = self.pts_of(k)
+        source = self.metadata.source_path
+        if source is None or not source.is_file():
+            raise SourceUnreadableError(source or self.path, "the source of this proxy is gone (moved or deleted?)")
+        return upright_rgb(decode_exact(source, pts, self.metadata.settings.get("stream")))
 
     # -- time ---------------------------------------------------------------------
 
