@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import av
+import filelock
 import numpy as np
 import pytest
 
@@ -75,12 +76,11 @@ def test_proxy_prints_one_path_per_line_and_nothing_else(run_cli, session_source
     assert again.returncode == 0 and again.stdout == result.stdout
 
 
-def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
+def on_terminal(*args: str | Path, cache_dir: Path, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``scrubproxy ARGS`` with stderr on a terminal (a pty); (exit code, stdout, what the terminal showed)."""
     master, slave = pty.openpty()
-    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache"), "TERM": "xterm", "COLUMNS": "100"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy", "proxy", str(cfr_source)], stdout=subprocess.PIPE, stderr=slave, env=env
-    )
+    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(cache_dir), "TERM": "xterm", "COLUMNS": "100"}
+    child = subprocess.Popen([sys.executable, "-m", "scrubproxy", *map(str, args)], stdout=subprocess.PIPE, stderr=slave, env=env)
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -96,13 +96,17 @@ def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
 
     reader = threading.Thread(target=drain)
     reader.start()
-    stdout, _ = child.communicate(timeout=120)
+    stdout, _ = child.communicate(timeout=timeout)
     reader.join(timeout=10)
     os.close(master)
-    assert child.returncode == 0
-    terminal = b"".join(chunks).decode(errors="replace")
+    return child.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_goes_to_a_terminal_on_stderr_only(tmp_path, cfr_source):
+    code, stdout, terminal = on_terminal("proxy", cfr_source, cache_dir=tmp_path / "cache")
+    assert code == 0
     assert "60/60" in terminal and "cfr.mp4" in terminal, terminal
-    assert stdout.decode().splitlines() == [str(ProxyCache(tmp_path / "cache").lookup(cfr_source))]
+    assert stdout.splitlines() == [str(ProxyCache(tmp_path / "cache").lookup(cfr_source))]
 
 
 def test_quiet_shows_no_bar_even_on_a_terminal(tmp_path, cfr_source):
@@ -399,11 +403,16 @@ def test_corrupt_packets_are_skipped_with_a_warning_and_an_honest_count(run_cli,
     assert any("damaged" in w for w in manifest["warnings"])
 
 
-def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
-    src = make_media("slow-640x480.mp4", frames=300, width=640, height=480, gop=300, codec_options=(("preset", "ultrafast"),))
-    root = tmp_path / "cache"
+@pytest.fixture
+def slow_source(make_media) -> Path:
+    """Long enough to be caught mid-encode (300 frames of 640x480, one GOP)."""
+    return make_media("slow-640x480.mp4", frames=300, width=640, height=480, gop=300, codec_options=(("preset", "ultrafast"),))
+
+
+def start_mid_encode(src: Path, root: Path, *args: str) -> subprocess.Popen:
+    """``scrubproxy proxy --height 480 SRC`` as a child, returned once its temporary proxy is 100 kB along."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy", "proxy", "--height", "480", src],
+        [sys.executable, "-m", "scrubproxy", "proxy", "--height", "480", str(src), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -414,16 +423,47 @@ def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
     while time.monotonic() < deadline and child.poll() is None:
         temps = list(sdir.glob(".*.tmp.avi")) if sdir.exists() else []
         if temps and temps[0].stat().st_size > 100_000:
-            break
+            return child
         time.sleep(0.002)
-    else:
-        pytest.fail(f"the encode was not caught mid-way: {child.communicate()}")
-    child.send_signal(signal.SIGINT)
+    pytest.fail(f"the encode was not caught mid-way: {child.communicate()}")
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_stops_the_encode_and_leaves_nothing(tmp_path, slow_source, run_cli, signum, code, said):
+    root = tmp_path / "cache"
+    child = start_mid_encode(slow_source, root)
+    child.send_signal(signum)
     out, err = child.communicate(timeout=60)
-    assert child.returncode == 130
-    assert out == "" and err.strip() == "interrupted"
+    assert child.returncode == code
+    assert out == "" and err.strip() == said
     # Stopped, not finished in the background: nothing was published, no temp file is left.
     assert cache_files(root) == []
+    assert json.loads(run_cli("ls", "--json", cache_dir=root).stdout) == []
+
+
+def test_a_second_proxy_says_it_waits_and_a_reused_one_says_reused(tmp_path, cfr_source, run_cli):
+    root = tmp_path / "cache"
+    predicted = Path(run_cli("path", cfr_source, cache_dir=root).stdout.strip())
+    # Another process encoding it holds its lock (the layout of docs/architecture.md).
+    lock_path = root / ".locks" / "default" / f"{predicted.stem}.lock"
+    lock_path.parent.mkdir(parents=True)
+    lock = filelock.FileLock(lock_path)
+    lock.acquire()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scrubproxy", "proxy", str(cfr_source)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "SCRUBPROXY_CACHE_DIR": str(root)},
+    )
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.append(child.stderr.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    lock.release()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and out.strip() == str(predicted), err
+    assert said == [f"{cfr_source}: waiting for another process's encode\n"] and err == ""
+    code, stdout, terminal = on_terminal("proxy", cfr_source, cache_dir=root)
+    assert code == 0 and stdout == out
+    assert "reused" in terminal and "fps" not in terminal and "1/1" not in terminal, terminal
 
 
 def test_debug_shows_the_traceback(run_cli, tmp_path):
