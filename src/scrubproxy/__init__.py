@@ -18,12 +18,14 @@ from .errors import (
     EncodeError,
     InvalidSessionError,
     PlayerError,
+    ProxyFormatError,
     ScrubProxyError,
     SourceUnreadableError,
 )
 from .probe import SourceInfo, probe
-from .reader import ProxyMetadata, ProxyReader
+from .reader import FrameBatch, ProxyMetadata, ProxyReader
 from .settings import ProxySettings
+from .timeline import Timeline
 
 #: Loaded on first use: the player and the watcher bring modules (mpv IPC,
 #: watchdog) that making and reading proxies never needs.
@@ -46,10 +48,12 @@ __all__ = [
     "DEFAULT_SESSION",
     "EncodeError",
     "EncodeResult",
+    "FrameBatch",
     "InvalidSessionError",
     "Player",
     "PlayerError",
     "ProxyCache",
+    "ProxyFormatError",
     "ProxyMetadata",
     "ProxyReader",
     "ProxySettings",
@@ -57,6 +61,7 @@ __all__ = [
     "SegmentWatcher",
     "SourceInfo",
     "SourceUnreadableError",
+    "Timeline",
     "__version__",
     "probe",
 ]
