@@ -422,7 +422,7 @@ def start_mid_encode(src: Path, root: Path, *args: str) -> subprocess.Popen:
     sdir = root / "default"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and child.poll() is None:
-        temps = list(sdir.glob(".*.tmp.avi")) if sdir.exists() else []
+        temps = [p for p in sdir.glob(".*.tmp.*") if p.suffix in (".avi", ".mkv")] if sdir.exists() else []
         if temps and temps[0].stat().st_size > 100_000:
             return child
         time.sleep(0.002)
