@@ -54,7 +54,7 @@ def play(
     elif session is None:
         raise BadInputError(None, "nothing to play: give SRC..., or --session S for a whole session")
     else:
-        sources = cache.session_sources(session, settings)
+        sources = cache.session_sources(session)  # its segments, whatever settings their proxies have
     ensure_proxies(cli, sources, session, settings, jobs=jobs, show=not quiet)
     with Player(sources, session, cache, settings=settings, mpv_args=mpv_arg, original_args=mpv_arg) as player:
         if not quiet:  # once mpv shows the first frame

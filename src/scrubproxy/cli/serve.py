@@ -83,7 +83,7 @@ def serve(
     elif session is None:
         raise BadInputError(None, "say what to serve: SRC... or --session S")
     else:
-        sources = cache.session_sources(session, settings)
+        sources = cache.session_sources(session)  # its segments, whatever settings their proxies have
     sock = bind(host, port)  # before encoding: a taken port fails at once, not after minutes of work
     try:
         proxies = ensure_proxies(cli, sources, session, settings, jobs=jobs, show=not quiet)
