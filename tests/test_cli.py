@@ -585,8 +585,9 @@ def test_without_session_a_proxy_of_another_session_is_found(run_cli, cfr_source
 
 
 def test_frame_takes_negative_numbers_and_refuses_times_and_numbers_out_of_range(run_cli, cfr_source, tmp_path):
-    for args, expected in ((["-1"], 59), (["-60"], 0), (["-2", "-o", tmp_path / "m2.jpg"], 58), (["-o", tmp_path / "m3.png", "-3"], 57), (["-t", "1.0"], 30)):
-        result = run_cli("frame", cfr_source, *args)
+    for i, (args, expected) in enumerate(((["-1"], 59), (["-60"], 0), (["-2", "--height", "240"], 58), (["-o", tmp_path / "m3.png", "-3"], 57), (["-t", "1.0"], 30))):
+        output = [] if "-o" in args else ["-o", tmp_path / f"f{i}.jpg"]
+        result = run_cli("frame", cfr_source, *args, *output)
         assert result.returncode == 0, (args, result.stderr)
         out = Path(result.stdout.strip())
         with av.open(str(out)) as c:
