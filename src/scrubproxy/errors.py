@@ -1,8 +1,10 @@
 """The exception hierarchy: every error names the file it is about and a plain reason.
 
 The CLI turns each class into one line ``error: <file>: <reason>`` and its
-``exit_code``: 2 for bad input, 3 for a source that cannot be read, 4 for an
-encode (or cache write) that failed.
+``exit_code``: 1 for any other library error, 2 for bad input, 3 for a source
+that cannot be read (or a damaged proxy), 4 for an encode (or cache write) that
+failed, 5 for the player (mpv missing, died or hung). The CLI's own codes: 0
+ok, 1 on a verify mismatch, 2 on a usage error, 130 on Ctrl-C, 143 on SIGTERM.
 """
 
 from __future__ import annotations

@@ -1,37 +1,37 @@
-"""``scrubproxy frames``: a source's exact frame table for other tools (torchcodec, JSON, CSV).
-
-Reads the cache root from the root command's own ``--cache-dir`` (the click
-context), so that this module needs nothing from cli/main.py.
-"""
+"""``scrubproxy frames``: a source's exact frame table for other tools (torchcodec, JSON, CSV)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..cache import ProxyCache
 from ..errors import BadInputError
 from ..frametable import FORMATS, format_frame_table, frame_table
+from ..settings import ProxySettings
+from .common import CliState, Session, Source, check_sources, command, stderr
 
 
+@command()
 def frames(
-    ctx: typer.Context,
-    source: Path = typer.Argument(..., help="Source segment."),
-    fmt: str = typer.Option("torchcodec", "--format", "-f", help=f"One of {', '.join(FORMATS)}."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
-    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id."),
+    cli: CliState,
+    settings: ProxySettings,
+    source: Source,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "torchcodec",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    session: Session = None,
 ) -> None:
     """Write SRC's frame table (pts, duration, key frame, in the stream's time base) from its proxy's frame map."""
     if fmt not in FORMATS:
         raise BadInputError(None, f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    with ProxyCache(ctx.find_root().params.get("cache_dir")).open(source, session) as reader:
+    [source] = check_sources([source])
+    with cli.cache().open(source, session, settings) as reader:
         table = frame_table(reader, source)
     text = format_frame_table(table, fmt)
     if output is None:
         typer.echo(text, nl=False)
         return
     output.write_text(text)
-    typer.echo(f"{len(table)} frames, {int(table.key_frame.sum())} key frames, stream {table.stream_index}, time base {table.time_base}", err=True)
+    stderr.print(f"{len(table)} frames, {int(table.key_frame.sum())} key frames, stream {table.stream_index}, time base {table.time_base}", highlight=False)
     typer.echo(str(output))
