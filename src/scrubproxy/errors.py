@@ -2,7 +2,8 @@
 
 The CLI turns each class into one line ``error: <file>: <reason>`` and its
 ``exit_code``: 2 for bad input, 3 for a source that cannot be read, 4 for an
-encode (or cache write) that failed.
+encode (or cache write) that failed, 5 for the player, 6 for a Dask cluster
+that cannot be used (unreachable scheduler, extra not installed).
 """
 
 from __future__ import annotations
@@ -61,3 +62,9 @@ class PlayerError(ScrubProxyError):
     """mpv is missing, would not start, died, or stopped answering."""
 
     exit_code = 5
+
+
+class ClusterError(ScrubProxyError):
+    """The Dask cluster cannot be used: scheduler unreachable, extra not installed, cluster gone."""
+
+    exit_code = 6
