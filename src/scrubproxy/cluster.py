@@ -163,11 +163,13 @@ def _proxy_task(source: str, cache_root: str, session: str, settings: ProxySetti
     def outcome(proxy: str | None = None, failure: tuple[str, str | None, str, int] | None = None) -> SegmentOutcome:
         return SegmentOutcome(proxy, failure, encoded, worker.address, run)
 
-    where = f"not found on worker {worker.address} (is the storage mounted there? see --path-map)"
+    def unseen(path: str) -> str:
+        return f"not found on worker {worker.address} as {path} (is the storage mounted there? see --path-map)"
+
     if not os.path.isdir(cache_root):
-        return outcome(failure=("EncodeError", cache_root, f"cache root {where}", EncodeError.exit_code))
+        return outcome(failure=("EncodeError", cache_root, f"cache root {unseen(cache_root)}", EncodeError.exit_code))
     if not os.path.exists(source):
-        return outcome(failure=("BadInputError", source, where, BadInputError.exit_code))
+        return outcome(failure=("BadInputError", source, unseen(source), BadInputError.exit_code))
     try:
         proxy = ProxyCache(cache_root).ensure(source, session, settings, progress=progress)
     except ScrubProxyError as exc:
