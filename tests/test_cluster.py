@@ -89,6 +89,30 @@ def test_worker_killed_mid_encode_reruns_and_nothing_partial(client, make_media,
     assert no_partial_files(root)  # the rerun removed the dead writer's temp files
 
 
+def test_ctrl_c_cancels_pending_and_stops_running_encodes(client, make_media, tmp_path):
+    import _thread
+
+    sources = [make_media("cluster-long.mp4", frames=900, width=640, height=480, gop=30), *(make_media(f"cluster-share-{i}.mp4", frames=90, gop=30) for i in range(3))]
+    root = tmp_path / "cache"
+    interrupted: list[int] = []
+
+    def progress(i, source, state, done, total, fps):
+        if state == "running" and done > 50 and not interrupted:
+            interrupted.append(i)
+            _thread.interrupt_main()  # what Ctrl-C does
+
+    with pytest.raises(KeyboardInterrupt):
+        ensure_on(client, sources, "c", ProxySettings(height=240, hwaccel="none"), cache_root=root, progress=progress)
+        time.sleep(5)  # interrupt_main lands between bytecodes; the wait must not end first
+    deadline = time.monotonic() + 15
+    while any(TEMP_FILE_RE.fullmatch(p.name) for p in root.rglob("*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert no_partial_files(root)
+    cache = ProxyCache(root)
+    assert cache.lookup(sources[0], "c", ProxySettings(height=240)) is None  # stopped, not finished
+    assert not any(client.processing().values())  # nothing left running or queued
+
+
 def test_two_clients_share_one_encode_per_segment(cluster, make_media, tmp_path):
     sources = [make_media(f"cluster-share-{i}.mp4", frames=90, gop=30) for i in range(3)]
     root = tmp_path / "cache"
