@@ -152,6 +152,19 @@ def test_bad_segment_is_reported_once_and_good_ones_are_done(client, session_sou
     assert all(cache.lookup(s, "b", SETTINGS) is not None for s in session_sources[:2])
 
 
+def test_newest_first_starts_the_last_sources_first(client, make_media, tmp_path):
+    sources = [make_media(f"cluster-order-{i}.mp4", frames=60, gop=30) for i in range(8)]
+    started: list[int] = []
+
+    def progress(i, source, state, *_):
+        if i not in started:
+            started.append(i)
+
+    ensure_on(client, sources, "o", SETTINGS, cache_root=tmp_path / "cache", progress=progress, priority_newest_first=True)
+    assert started[:2] == [7, 6] or started[:2] == [6, 7]
+    assert started.index(7) < started.index(0) and started[-1] in (0, 1, 2)
+
+
 def test_source_missing_on_workers_names_path_and_worker(client, session_sources, tmp_path):
     media = session_sources[0].parent
     with pytest.raises(BadInputError) as info:

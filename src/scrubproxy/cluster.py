@@ -25,14 +25,15 @@ client sharing a task sees its progress. Events are throttled on the worker.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import queue
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,9 @@ PROGRESS_TOPIC = "scrubproxy-progress"
 INSTALL_HINT = "--scheduler needs the Dask extra: pip install 'scrubproxy[dask]'"
 #: A worker sends at most this many progress events a second per segment.
 EVENT_INTERVAL = 0.25
+#: Newest-first priorities: each call's segments outrank those of earlier calls
+#: (call number in the high bits, index within the call in the low ones).
+_CALLS = itertools.count(1)
 
 
 class _Cancelled(Exception):
@@ -220,7 +224,11 @@ def ensure_on(
     segment, then raises the first failure in input order (the error a local
     run raises, reported once); the good ones are made all the same. Ctrl-C
     cancels this client's pending tasks (running encodes stop, nothing half
-    written is published). ``priority_newest_first``: later sources first (watch).
+    written is published). ``priority_newest_first``: what this process
+    submitted last (later sources, later calls) runs first, as the watcher
+    wants; otherwise first come, first served. Subscribes ``client`` to the
+    progress topic while it runs (one handler per topic and client: one call
+    at a time per client).
     """
     settings = settings or ProxySettings()
     session_name = validate_session(session)
@@ -233,9 +241,13 @@ def ensure_on(
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: inbox.put(("event", event[1])))
     try:
         futures = {}
-        for request, args in requests:
+        # Equal priorities run in submission order (Dask's FIFO). Newest-first
+        # submits the newest first (workers take the first tasks before later
+        # submissions reach the scheduler) with a priority that grows across calls.
+        base = next(_CALLS) << 32 if priority_newest_first else 0
+        for request, args in reversed(requests) if priority_newest_first else requests:
             if request.key not in futures:
-                priority = request.index if priority_newest_first else -request.index
+                priority = base + request.index if priority_newest_first else 0
                 futures[request.key] = client.submit(_proxy_task, *args, key=request.key, priority=priority)
         outcomes = _gather(client, futures, requests, inbox, progress)
     finally:
@@ -252,10 +264,8 @@ def ensure_on(
 def _try_prepare_root(root: Path) -> None:
     """Create the cache root where the client sees it, so that workers find it;
     a client that does not see the storage leaves that to whoever set it up."""
-    try:
+    with contextlib.suppress(OSError):
         root.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        pass
 
 
 def _gather(
@@ -300,7 +310,7 @@ def _result(future: Any) -> SegmentOutcome:
         raise ClusterError(None, f"every worker that tried {future.key} died ({exc})") from None
 
 
-@contextmanager
+@contextlib.contextmanager
 def connect(scheduler: str, connect_timeout: float = 10.0) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or ``local`` / ``local:N`` for a
     LocalCluster of N single-thread worker processes, started and stopped here).
