@@ -31,14 +31,13 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 
-import distributed  # noqa: E402
+import distributed
+from common import cached_recording, hd_source, save, table
 
-from common import cached_recording, hd_source, save, table  # noqa: E402
-
-from scrubproxy import ProxyCache, ProxyReader, ProxySettings  # noqa: E402
-from scrubproxy.cache import TEMP_FILE_RE  # noqa: E402
-from scrubproxy.cluster import PROGRESS_TOPIC, ensure_on  # noqa: E402
-from scrubproxy.samples import read_index  # noqa: E402
+from scrubproxy import ProxyCache, ProxyReader, ProxySettings
+from scrubproxy.cache import TEMP_FILE_RE
+from scrubproxy.cluster import PROGRESS_TOPIC, ensure_on
+from scrubproxy.samples import read_index
 
 SETTINGS = ProxySettings(hwaccel="none")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -212,3 +213,10 @@ def test_unreachable_scheduler_is_one_line_exit_6(session_sources, tmp_path):
     assert info.value.exit_code == 6 and "\n" not in str(info.value)
     assert "tcp://127.0.0.1:9" in info.value.reason
     assert isinstance(info.value, ScrubProxyError)
+
+
+def test_without_the_extra_scheduler_says_what_to_install(monkeypatch, session_sources, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ClusterError) as info:
+        ensure_on_cluster("local", session_sources, None, SETTINGS, cache_root=tmp_path / "cache")
+    assert info.value.exit_code == 6 and "pip install 'scrubproxy[dask]'" in info.value.reason
