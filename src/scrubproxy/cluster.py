@@ -150,9 +150,6 @@ def _proxy_task(source: str, cache_root: str, session: str, settings: ProxySetti
     encoded = False
     last = 0.0
 
-    def emit(state: str, done: int = 0, total: int | None = None, fps: float = 0.0) -> None:
-        worker.log_event(PROGRESS_TOPIC, {"key": key, "run": run, "state": state, "done": done, "total": total, "fps": fps, "worker": worker.address})
-
     def progress(done: int, total: int | None, fps: float) -> None:
         nonlocal encoded, last
         encoded = True
@@ -162,7 +159,8 @@ def _proxy_task(source: str, cache_root: str, session: str, settings: ProxySetti
         now = time.monotonic()
         if now - last >= EVENT_INTERVAL:
             last = now
-            emit("running", done, total, fps)
+            event = {"key": key, "run": run, "state": "running", "done": done, "total": total, "fps": fps, "worker": worker.address}
+            worker.log_event(PROGRESS_TOPIC, event)
 
     def outcome(proxy: str | None = None, failure: tuple[str, str | None, str, int] | None = None) -> SegmentOutcome:
         return SegmentOutcome(proxy, failure, encoded, worker.address, run)
