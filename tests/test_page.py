@@ -122,9 +122,11 @@ def test_a_fast_drag_fetches_only_the_newest_position(browser, base_url, session
         [xs, y],
     )
     wait_idle(page)
+    during = list(fetched)  # once the pointer is up, frames around the playhead are fetched ahead
     page.mouse.up()
     expect(page, 57, names)
-    assert len(fetched) == 2, fetched  # the first move (already in flight) and the newest; 53 stale ones never left
+    # At most the first move not already kept (in flight at once) and the newest; the stale ones never left.
+    assert 1 <= len(during) <= 2 and "/frames/57.jpg" in during[-1], during
 
 
 def test_copied_link_and_original_button_point_at_the_current_frame(browser, base_url, session_sources):
