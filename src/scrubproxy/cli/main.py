@@ -398,6 +398,10 @@ from .play import play as _play  # noqa: E402
 
 app.command("play")(handles_errors(_play))
 
+from .thumbs import thumbs as _thumbs  # noqa: E402
+
+app.command("thumbs")(handles_errors(_thumbs))
+
 from .watch import watch  # noqa: E402  (registered last: keeps merges of new commands trivial)
 
 app.command()(watch)

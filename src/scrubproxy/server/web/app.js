@@ -29,6 +29,9 @@ const SHEETS_KEPT = 12; // decoded thumbnail sheets
 const TOLERANCE = 1e-6; // as the frame map's index_at
 const SPEEDS = 8; // J/L top speed
 const LIVE_POLL_MS = 5000;
+const HALF_REFRESH_MS = 1000 / 120;
+const PREROLL = 8; // frames kept before playback starts its clock
+const PREROLL_MS = 400; // or this long waited for them
 
 let timeline = null; // /api/timeline
 let times = []; // per segment: Float64Array of frame times (seconds from the segment's start)
@@ -290,7 +293,7 @@ function stepSeconds(d) {
 }
 
 // -- prefetch in the direction of travel -----------------------------------------------
-function wanted() {
+function wanted(all = false) {
   const here = shown ?? 0;
   const list = [];
   if (speed !== 0) {
@@ -304,7 +307,7 @@ function wanted() {
     for (let d = 1; d <= AHEAD; d++) list.push(here + direction * d);
     for (let d = 1; d <= BEHIND; d++) list.push(here - direction * d);
   }
-  return list.filter((g) => g >= 0 && g <= lastFrame() && !frames.has(g) && !loading.has(g));
+  return list.filter((g) => g >= 0 && g <= lastFrame() && (all || (!frames.has(g) && !loading.has(g))));
 }
 
 function prefetch() {
@@ -337,7 +340,7 @@ function setSpeed(s) {
     raf = 0;
   } else {
     wish = null;
-    clock = { t: timeOf(shown ?? 0), at: performance.now() };
+    clock = { t: timeOf(shown ?? 0), at: null, asked: performance.now() }; // started once a few frames are in
     if (!raf) raf = requestAnimationFrame(tick);
   }
   settle();
@@ -351,15 +354,28 @@ function stop() {
 function tick(now) {
   raf = 0;
   if (speed === 0) return;
+  // Half a refresh ahead: each frame goes to the refresh nearest its time, which a refresh
+  // that comes a little early or late does not change.
+  if (clock.at === null) {
+    if (!prerolled(now)) {
+      prefetch();
+      raf = requestAnimationFrame(tick);
+      return;
+    }
+    clock.at = now - HALF_REFRESH_MS;
+  }
   const t = clamp(clock.t + ((now - clock.at) / 1000) * speed, 0, timeline.duration);
   let g = indexAt(t);
   if (Math.abs(speed) <= 1 && shown !== null && Math.abs(g - shown) > 1) {
-    g = shown + Math.sign(speed); // at 1x every frame is shown: after a late one, the clock follows
-    clock = { t: timeOf(g), at: now };
+    // at 1x every frame is shown: after a refresh that came late, the clock restarts at the frame on screen
+    clock = { t: timeOf(shown), at: now - HALF_REFRESH_MS };
+    g = shown;
   }
   if (g !== shown || shownKind !== "frame") {
-    if (frames.has(g)) draw(g);
-    else clock = { t: timeOf(g), at: now }; // hold the clock until it comes
+    if (frames.has(g)) {
+      draw(g);
+      if (clock.held) clock = { t: timeOf(g), at: now - HALF_REFRESH_MS }; // its time starts now
+    } else clock = { t: timeOf(g), at: now - HALF_REFRESH_MS, held: true }; // hold the clock until it comes
   }
   const atEnd = speed > 0 ? shown === lastFrame() : shown === 0;
   if (atEnd && shownKind === "frame") {
@@ -368,6 +384,13 @@ function tick(now) {
   }
   prefetch();
   raf = requestAnimationFrame(tick);
+}
+
+function prerolled(now) {
+  // the next PREROLL frames kept (or as many as there are), or PREROLL_MS waited for them
+  const here = shown ?? 0;
+  const coming = wanted(true).slice(0, PREROLL);
+  return now - clock.asked > PREROLL_MS || coming.every((g) => frames.has(g)) || here === (speed > 0 ? lastFrame() : 0);
 }
 
 function shuttle(sign) {
