@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from scrubproxy import ProxyCache, ProxyReader, ProxySettings
-from scrubproxy.cache import TEMP_FILE_RE, read_manifest_json
+from scrubproxy.cache import TEMP_FILE_RE
+from scrubproxy.manifest import load_manifest
 from scrubproxy.cluster import PROGRESS_TOPIC, ensure_on, ensure_on_cluster, map_path, parse_path_map
 from scrubproxy.errors import BadInputError, ClusterError, EncodeError, ScrubProxyError, SourceUnreadableError
 from scrubproxy.samples import read_index
@@ -134,8 +135,8 @@ def test_two_clients_share_one_encode_per_segment(cluster, make_media, tmp_path)
         time.sleep(0.5)  # the last events reach the watcher
     assert results[0] == results[1]
     assert len(runs) == 3 and all(len(r) == 1 for r in runs.values())  # one run per segment, shared by both
-    manifests = [read_manifest_json(p.with_suffix(".json")) for p in results[0]]
-    assert len({m["build_id"] for m in manifests}) == 3
+    manifests = [load_manifest(p.with_suffix(".json")) for p in results[0]]
+    assert len({m.build_id for m in manifests}) == 3
     assert [indices(p) for p in results[0]] == [list(range(90))] * 3
 
 
@@ -190,8 +191,8 @@ def test_path_map_translates_client_mounts(client, session_sources, tmp_path):
     client_sources = [tmp_path / "mnt" / "rec" / s.name for s in session_sources]
     paths = ensure_on(client, client_sources, "p", SETTINGS, cache_root=tmp_path / "mnt" / "cache", path_map=parse_path_map([f"{tmp_path}/mnt={store}"]))
     assert [p.parent for p in paths] == [tmp_path / "mnt" / "cache" / "p"] * 3
-    manifest = read_manifest_json(paths[0].with_suffix(".json"))
-    assert manifest["source"]["path"] == str(store / "rec" / session_sources[0].name)
+    manifest = load_manifest(paths[0].with_suffix(".json"))
+    assert manifest.source.path == str(store / "rec" / session_sources[0].name)
     assert [indices(p) for p in paths] == [list(range(20))] * 3
 
 
