@@ -126,7 +126,7 @@ def long_source(make_media) -> Path:
     interrupt): 600 frames, remuxed five times over (painting 3,000 frames
     would take 20 s)."""
     once = make_media("long-once.mp4", frames=600, width=640, height=480, gop=60, codec_options=(("preset", "ultrafast"),))
-    looped = once.with_name("long.mp4")
+    looped = once.with_name("long-looped.mp4")
     if not looped.exists():
         with av.open(str(once)) as src, av.open(str(looped), "w") as out:
             stream = out.add_stream_from_template(src.streams.video[0])

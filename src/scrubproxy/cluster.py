@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .cache import ProxyCache, source_fingerprint, validate_session
+from .cache import ProxyCache, validate_session
+from .manifest import SourceRecord, source_fingerprint
 from .errors import BadInputError, ClusterError, EncodeError, ScrubProxyError
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
@@ -130,9 +131,9 @@ def _client_path(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def task_key(worker_source: str, worker_root: str, session: str, settings: ProxySettings, fingerprint: dict[str, Any] | None) -> str:
+def task_key(worker_source: str, worker_root: str, session: str, settings: ProxySettings, fingerprint: SourceRecord | None) -> str:
     """The proxy's identity as a Dask key: equal requests from any client give equal keys."""
-    identity = [worker_source, worker_root, session, settings.fingerprint(), fingerprint and {k: fingerprint[k] for k in ("size", "mtime_ns", "sample_hash")}, FORMAT_VERSION]
+    identity = [worker_source, worker_root, session, settings.fingerprint(), fingerprint and [fingerprint.size, fingerprint.mtime_ns, fingerprint.sample_hash], FORMAT_VERSION]
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return f"scrubproxy-{Path(worker_source).stem[:40]}-{digest}"
 
