@@ -7,6 +7,7 @@ header says 30 fps for an OBS recording that dropped a third of its frames.
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import logging
 import statistics
@@ -326,26 +327,28 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     """Probe a source (reads it): header facts, the first decoded frame (for
     rotation, colour and pixel format) and a demux-only timestamp scan."""
     p = check_source_path(path)
-    size = p.stat().st_size
     with open_container(p) as container:
         stream = choose_video_stream(container, p, stream_number)
-        video_number = [s.index for s in container.streams.video].index(stream.index)
-        summaries = tuple(_describe(s) for s in container.streams)
-        time_base = stream.time_base or fractions.Fraction(1, 90000)
-        if container.start_time is not None:  # microseconds
-            start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
-        else:
-            start_pts = stream.start_time or 0
-        rate = stream.average_rate or stream.guessed_rate
-        format_name = container.format.name
-        duration = container.duration / 1_000_000 if container.duration else None
-        codec = stream.codec_context.name
-        stream_index = stream.index
-        sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
-        first = read_first_frame(container, stream, p)
+        info = describe(p, container, stream, read_first_frame(container, stream, p))
     # A fresh container for the scan: seeking back is not reliable on every format.
     with open_container(p) as container:
-        stamps = scan_timestamps(container, container.streams[stream_index])
+        stamps = scan_timestamps(container, container.streams[info.video.index])
+    video = dataclasses.replace(info.video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, info.video.time_base))
+    return dataclasses.replace(info, video=video, truncated=truncation_reason(p))
+
+
+def describe(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream, first: av.VideoFrame) -> SourceInfo:
+    """What the header and the first decoded frame of ``stream`` say (no scan:
+    ``frame_count`` is 0 and ``variable_rate`` False until one is made). Used
+    by :func:`probe` and for sources still being written, which cannot be scanned."""
+    video_number = [s.index for s in container.streams.video].index(stream.index)
+    time_base = stream.time_base or fractions.Fraction(1, 90000)
+    if container.start_time is not None:  # microseconds
+        start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
+    else:
+        start_pts = stream.start_time or 0
+    rate = stream.average_rate or stream.guessed_rate
+    sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
     rotation = _normalise_rotation(first.rotation)
     width, height = first.width, first.height
     square_width = round(width * sar)
@@ -353,16 +356,15 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     fmt = first.format
     bit_depth = max((c.bits for c in fmt.components), default=8)
     return SourceInfo(
-        path=p,
-        size=size,
-        truncated=truncation_reason(p),
-        format_name=format_name,
-        duration=duration,
-        streams=summaries,
+        path=path,
+        size=path.stat().st_size,
+        format_name=container.format.name,
+        duration=container.duration / 1_000_000 if container.duration else None,
+        streams=tuple(_describe(s) for s in container.streams),
         video=VideoInfo(
-            index=stream_index,
+            index=stream.index,
             video_number=video_number,
-            codec=codec,
+            codec=stream.codec_context.name,
             width=width,
             height=height,
             sample_aspect=sar,
@@ -376,7 +378,7 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
             time_base=time_base,
             average_rate=fractions.Fraction(rate) if rate else None,
             start_pts=start_pts,
-            frame_count=len(stamps),
-            variable_rate=is_variable_rate(stamps, time_base),
+            frame_count=0,
+            variable_rate=False,
         ),
     )
