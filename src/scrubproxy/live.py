@@ -12,8 +12,8 @@ frame of a group until the next packet arrives, and frame threads keep a few
 more. At the end of the bytes (the recorder between two bursts) those frames
 would wait for the next burst, seconds away. So when the follower has waited
 there for ``EDGE_WAIT`` seconds, a second decoder replays the packets since
-the last keyframe, skipping frames already shown that no other frame refers to
-held), and drains: what it returns past the last frame shown are the held
+the last keyframe (skipping frames already shown that no other frame refers
+to), and drains: what it returns past the last frame shown are the held
 frames, decoded exactly as the main decoder will decode them. Only the run of
 them that leaves no gap for a frame still to come (spacing within 1.5 x the
 smallest recent spacing) is published early; the main decoder's own copies
