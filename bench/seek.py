@@ -6,7 +6,7 @@ every frame. The exact PyAV source seek (keyframe before, decode forward) and
 decord (when installed) cost hundreds of milliseconds each, so they run on the
 first ``--source-frames`` of the same list.
 
-    python bench/seek.py [--frames 500] [--source-frames 60]
+    python bench/seek.py [--frames 500] [--source-frames 60] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -96,6 +96,25 @@ def jpeg_decoders(reader, ks) -> dict:
     return out
 
 
+def batch_against_loop(reader, n: int, seed: int, batches: int = 30, size: int = 32) -> dict:
+    """``get_frames_at`` of ``size`` random frames against a loop of ``r[k]`` over
+    the same frames, alternating, per frame (ms); every frame checked afterwards."""
+    rng = random.Random(seed + 1)
+    loop, batch, exact = [], [], 0
+    reader.get_frames_at(rng.sample(range(n), size))  # warm the pool
+    for _ in range(batches):
+        ks = rng.sample(range(n), size)
+        t = time.perf_counter()
+        for k in ks:
+            reader[k]
+        loop.append((time.perf_counter() - t) * 1000 / size)
+        t = time.perf_counter()
+        frames = reader.get_frames_at(ks)
+        batch.append((time.perf_counter() - t) * 1000 / size)
+        exact += sum(read_index(f) == k for f, k in zip(frames.data, ks))
+    return {"size": size, "batches": batches, "loop_ms_per_frame": statistics.median(loop), "batch_ms_per_frame": statistics.median(batch), "exact": exact, "n": batches * size}
+
+
 def torchcodec_reader(src):
     try:
         from torchcodec.decoders import VideoDecoder
@@ -110,8 +129,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--source-frames", type=int, default=60)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seconds", type=int, default=30, help="length of the 1080p60 source")
     args = ap.parse_args()
-    src = hd_source(30)
+    src = hd_source(args.seconds)
     cache = ProxyCache(common_cache())
     proxy = cache.ensure(src, settings=ProxySettings(hwaccel="none"))
 
@@ -145,6 +165,7 @@ def main() -> None:
         data[name] = {"n": len(sample), "median_ms": statistics.median(times), "p99_ms": percentile(times, 99), "exact": exact}
 
     measure(proxy_methods)
+    batch = batch_against_loop(reader, n, args.seed)
     t = time.perf_counter()
     for k in range(n):
         reader[k]
@@ -159,10 +180,16 @@ def main() -> None:
     for name, d in data.items():
         rows.append([name, d["n"], f"{d['median_ms']:.4f}", f"{d['p99_ms']:.4f}", f"{base / d['median_ms']:.0f}x", f"{100 * d['exact'] / d['n']:.0f}%"])
     reader.close()
-    summary = {"jpeg_decoders": decoders, "source": src.name, "frames": n, "methods": data, "open_ms_median": statistics.median(opens), "open_ms_p99": percentile(opens, 99), "sequential_fps": {"rgb": seq_rgb, "jpeg": seq_jpeg}}
+    summary = {"batch": batch, "jpeg_decoders": decoders, "source": src.name, "frames": n, "methods": data, "open_ms_median": statistics.median(opens), "open_ms_p99": percentile(opens, 99), "sequential_fps": {"rgb": seq_rgb, "jpeg": seq_jpeg}}
     out = save("seek", summary)
     print(table(["method", "frames", "median ms", "p99 ms", "median vs exact source seek", "exact"], rows))
     print()
+    ratio = batch["loop_ms_per_frame"] / batch["batch_ms_per_frame"]
+    print(
+        f"get_frames_at({batch['size']} random frames): {batch['batch_ms_per_frame']:.3f} ms/frame against a loop of r[k] "
+        f"{batch['loop_ms_per_frame']:.3f} ms/frame (same frames, same run; median of {batch['batches']}): {ratio:.2f}x, "
+        f"{100 * batch['exact'] / batch['n']:.0f}% exact"
+    )
     print(f"sequential read: r[k] {seq_rgb:.0f} frames/s, r.jpeg(k) {seq_jpeg:.0f} frames/s; ProxyReader open: median {summary['open_ms_median']:.3f} ms, p99 {summary['open_ms_p99']:.3f} ms")
     print()
     print(table(["JPEG decoder (same 200 proxy frames)", "median ms", "p99 ms", "exact"], [[n, f"{d['median_ms']:.3f}", f"{d['p99_ms']:.3f}", f"{100 * d['exact'] / d['n']:.0f}%"] for n, d in decoders.items()]))

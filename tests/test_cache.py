@@ -71,13 +71,13 @@ def test_layout_follows_the_design(cache: ProxyCache, source: Path, vfr_source: 
     proxy = cache.ensure(source, session="s1")
     assert proxy.parent == cache.root / "s1"
     m = PROXY_NAME.fullmatch(proxy.name)
-    assert m and m["stem"] == "segment-001" and m["ext"] == "avi"
+    assert m and m["stem"] == "segment-001" and m["ext"] == "mkv"
     assert proxy.with_suffix(".frames").is_file() and proxy.with_suffix(".json").is_file()
     assert (cache.root / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
     assert list((cache.root / ".locks" / "s1").glob(f"{proxy.stem}*"))
-    vfr = cache.ensure(vfr_source)  # variable rate -> Matroska, default session
+    vfr = cache.ensure(vfr_source)  # default session
     assert vfr.parent == cache.root / "default" and vfr.suffix == ".mkv"
-    assert sorted(p.name for p in (cache.root / "s1").iterdir()) == sorted(proxy.with_suffix(s).name for s in (".avi", ".frames", ".json"))
+    assert sorted(p.name for p in (cache.root / "s1").iterdir()) == sorted(proxy.with_suffix(s).name for s in (".mkv", ".frames", ".json"))
     assert manifest_of(proxy)["proxy"]["frames"] == 60
 
 
@@ -168,11 +168,19 @@ def test_hwaccel_choice_does_not_make_a_proxy_stale(cache: ProxyCache, source: P
     assert cache.lookup(source, settings=ProxySettings(hwaccel="auto")) == proxy
 
 
-def test_container_change_replaces_the_other_container(cache: ProxyCache, source: Path):
-    avi = cache.ensure(source)
-    mkv = cache.ensure(source, settings=ProxySettings(container="mkv"))
-    assert mkv.suffix == ".mkv" and not avi.exists()
+def test_an_avi_proxy_of_format_1_is_rebuilt_once_as_matroska(cache: ProxyCache, source: Path):
+    mkv = cache.ensure(source)
+    avi = mkv.with_suffix(".avi")  # dress it up as what format 1 published for a constant-rate source
+    mkv.rename(avi)
+    manifest = manifest_of(mkv)
+    manifest["format_version"], manifest["proxy"]["file"] = 1, avi.name
+    manifest["settings"]["container"] = "auto"
+    mkv.with_suffix(".json").write_text(json.dumps(manifest))
+    assert cache.lookup(source) is None
+    assert cache.ensure(source) == mkv and not avi.exists()
     assert indices(mkv) == list(range(60))
+    stamp = mkv.stat().st_mtime_ns
+    assert cache.ensure(source) == mkv and mkv.stat().st_mtime_ns == stamp
     assert len(cache.entries()) == 1
 
 
@@ -210,7 +218,7 @@ def test_a_proxy_name_taken_by_another_source_is_never_shared(cache: ProxyCache,
     pa = cache.ensure(a)
     # Forge the collision: pretend the 8-hex name b would use belongs to source a.
     pb_name = cache.path_for(b)
-    for suffix in (".avi", ".frames"):
+    for suffix in (".mkv", ".frames"):
         shutil.copyfile(pa.with_suffix(suffix), pb_name.with_suffix(suffix))
     manifest = manifest_of(pa)
     for part in ("proxy", "frame_map"):
@@ -219,7 +227,7 @@ def test_a_proxy_name_taken_by_another_source_is_never_shared(cache: ProxyCache,
     pb_name.with_suffix(".json").write_text(json.dumps(manifest))
     pb = cache.ensure(b)
     assert pb not in (pa, pb_name)
-    assert re.fullmatch(r"seg-[0-9a-f]{16}\.avi", pb.name)
+    assert re.fullmatch(r"seg-[0-9a-f]{16}\.mkv", pb.name)
     assert indices(pb) == list(range(15))
     assert cache.ensure(b) == pb == cache.path_for(b)
     assert len(indices(pa)) == 60
@@ -304,7 +312,7 @@ def test_cleanup_of_one_session_removes_only_that_session(cache: ProxyCache, ses
 def test_cleanup_of_all_removes_every_proxy_and_nothing_else(cache: ProxyCache, session_sources: list[Path]):
     for session in ("a", "b", "default"):
         for s in session_sources:
-            cache.ensure(s, None if session == "default" else session)
+            cache.ensure(s, session)  # explicit: session=None would reuse the proxies of "a"
     sources_before = {s: s.read_bytes() for s in session_sources}
     assert cache.cleanup() == 9
     assert cache.entries() == []
@@ -380,7 +388,7 @@ def test_entries_report_valid_stale_and_orphan(cache: ProxyCache, tmp_path: Path
     assert {p: e.state for p, e in by_path.items()} == {valid: "valid", stale: "stale", orphan: "orphan"}
     v = by_path[valid]
     assert v.source == session_sources[0].resolve() and v.frames == 20 and not v.partial and v.session == "default"
-    assert v.size == sum(p.stat().st_size for p in v.files) and set(v.files) == {valid.with_suffix(s) for s in (".avi", ".frames", ".json")}
+    assert v.size == sum(p.stat().st_size for p in v.files) and set(v.files) == {valid.with_suffix(s) for s in (".mkv", ".frames", ".json")}
     assert by_path[orphan].source is None and by_path[orphan].frames is None
     assert cache.lookup(orphan_src) is None
     assert cache.entries("nobody") == []
@@ -444,3 +452,98 @@ def test_a_cache_root_that_is_a_file_lists_nothing_and_is_never_cleaned(tmp_path
     with pytest.raises(CacheRootRefusedError):
         ProxyCache(blocker).cleanup()
     assert blocker.read_text() == "canary"
+
+
+# -- any-session reuse, session listing, many at once ----------------------------------
+
+
+def test_session_sources_are_in_recording_order(cache: ProxyCache, tmp_path: Path, session_sources: list[Path]):
+    a, b = tmp_path / "a", tmp_path / "b"
+    made = [copy_source(session_sources[0], folder / name) for folder, name in ((a, "seg-10.mp4"), (b, "seg-2.mp4"), (a, "seg-2.mp4"), (a, "seg-1.mp4"))]
+    for src in made:
+        cache.ensure(src, "rec")
+    cache.ensure(session_sources[1], "other")
+    assert cache.session_sources("rec") == [a / "seg-1.mp4", a / "seg-2.mp4", b / "seg-2.mp4", a / "seg-10.mp4"]
+    assert cache.session_sources("rec", ProxySettings(height=360)) == cache.session_sources("rec")
+    for session, settings in (("empty", None), ("rec", ProxySettings(quality=9))):
+        with pytest.raises(BadInputError) as info:
+            cache.session_sources(session, settings)
+        assert info.value.path == cache.root / session and "scrubproxy proxy SRC... --session" in info.value.reason
+
+
+def test_no_session_reuses_a_proxy_of_any_session(cache: ProxyCache, source: Path, monkeypatch):
+    from scrubproxy import DEFAULT_SESSION
+
+    assert DEFAULT_SESSION == "default" and cache.find(source) is None
+    in_b = cache.ensure(source, "b")
+    assert cache.find(source) == ("b", in_b)
+    assert cache.find(source, ProxySettings(quality=9)) is None
+    assert cache.lookup(source) == cache.path_for(source) == in_b
+    assert cache.lookup(source, "default") is None  # an explicit session is that session only
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(str(a[0])) or real_open(*a, **k))
+    assert cache.ensure(source) == in_b and opened == []
+    with cache.open(source) as r:
+        assert r.path == in_b
+    monkeypatch.undo()
+    in_default = cache.ensure(source, "default")
+    assert cache.find(source) == ("default", in_default)  # default first, then the others
+    assert cache.ensure(source, settings=ProxySettings(quality=9)).parent == cache.root / "default"
+
+
+def test_ensure_tells_when_it_waits_for_another_encode(cache: ProxyCache, source: Path):
+    import threading
+
+    import filelock
+
+    waited = threading.Event()
+    lock = filelock.FileLock(cache.root / ".locks" / "default" / f"{cache.path_for(source).stem}.lock")
+    (cache.root / ".locks" / "default").mkdir(parents=True)
+    with lock:
+        worker = threading.Thread(target=lambda: cache.ensure(source, "default", on_wait=waited.set))
+        worker.start()
+        assert waited.wait(30)
+        assert cache.lookup(source) is None
+    worker.join(120)
+    assert not worker.is_alive() and cache.lookup(source) is not None
+    calls: list[int] = []
+    cache.ensure(source, on_wait=lambda: calls.append(1))
+    assert calls == []  # a free lock (or a hit) never reports a wait
+
+
+def test_ensure_many_keeps_order_and_reports_progress(cache: ProxyCache, session_sources: list[Path]):
+    events: list[tuple] = []
+    paths = cache.ensure_many(session_sources, "many", jobs=2, progress=lambda *a: events.append(a))
+    assert paths == [cache.lookup(s, "many") for s in session_sources] and len(set(paths)) == 3
+    for i, src in enumerate(session_sources):
+        states = [e[2] for e in events if e[0] == i]
+        assert all(e[1] == src for e in events if e[0] == i)
+        assert states[0] == "encoding" and states[-1] == "done" and set(states) == {"encoding", "done"}
+        done = [e for e in events if e[0] == i and e[2] == "done"][0]
+        assert done[3] == done[4] == 20
+    events.clear()
+    assert cache.ensure_many(session_sources, "many", progress=lambda *a: events.append(a)) == paths
+    assert [(e[0], e[2]) for e in events] == [(0, "reused"), (1, "reused"), (2, "reused")]
+
+
+def test_ctrl_c_stops_ensure_many_encodes_and_cancels_the_rest(cache: ProxyCache, make_media, session_sources: list[Path]):
+    import signal
+    import threading
+    import time
+
+    sources = [make_media("long-interrupted.mp4", frames=600, gop=60), *session_sources[:2]]
+    main = threading.main_thread().ident
+    sent: list[int] = []
+
+    def progress(i, src, state, done, total, fps):
+        if state == "encoding" and done < (total or 0) and not sent:
+            sent.append(i)
+            signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C: only the main thread sees it
+            time.sleep(0.3)  # the caller's thread takes the interrupt before this encode goes on
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure_many(sources, "stop", jobs=1, progress=progress)
+    assert sent == [0]
+    assert [cache.lookup(s, "stop") for s in sources] == [None, None, None]
+    assert [e for e in cache.entries("stop") if e.state == "valid"] == []

@@ -412,7 +412,7 @@ def test_ctrl_c_stops_the_encode_and_leaves_nothing(tmp_path, make_media):
     sdir = root / "default"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and child.poll() is None:
-        temps = list(sdir.glob(".*.tmp.avi")) if sdir.exists() else []
+        temps = list(sdir.glob(".*.tmp.mkv")) if sdir.exists() else []
         if temps and temps[0].stat().st_size > 100_000:
             break
         time.sleep(0.002)

@@ -43,9 +43,9 @@ def test_reference_functions_keep_their_signatures(name):
     assert [(p.name, p.default) for p in params] == REFERENCE_SIGNATURES[name]
 
 
-def test_proxy_path_for_names_an_avi_in_the_session_folder_without_encoding(cache_root, cfr_source):
+def test_proxy_path_for_names_an_mkv_in_the_session_folder_without_encoding(cache_root, cfr_source):
     path = compat.proxy_path_for(cfr_source, "sess")
-    assert path.parent == cache_root / "sess" and path.suffix == ".avi" and path.name.startswith("cfr-")
+    assert path.parent == cache_root / "sess" and path.suffix == ".mkv" and path.name.startswith("cfr-")
     assert compat.proxy_path_for(cfr_source).parent == cache_root / "default"
     assert not path.exists()
 
@@ -100,7 +100,7 @@ def test_cleanup_proxies_removes_one_session_or_all(cache_root, session_sources)
         for s in session_sources:
             compat.ensure_proxy(s, session)
     compat.cleanup_proxies("a")
-    assert not (cache_root / "a").exists() and len(list((cache_root / "b").glob("*.avi"))) == 3
+    assert not (cache_root / "a").exists() and len(list((cache_root / "b").glob("*.mkv"))) == 3
     compat.cleanup_proxies()
     assert not (cache_root / "b").exists()
     assert all(s.exists() for s in session_sources)

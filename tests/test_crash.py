@@ -38,8 +38,14 @@ CHILD = textwrap.dedent(
 
     root, source, point, force = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "force"
     if os.environ.get("CHILD_NO_LOCK"):  # a writer on a network filesystem, where file locks do not hold
-        import contextlib, filelock
-        filelock.FileLock = lambda *a, **k: contextlib.nullcontext()
+        import filelock
+        class NoLock:  # takes every lock at once, holds none
+            def __init__(self, *a, **k): pass
+            def acquire(self, *a, **k): return self
+            def release(self, *a, **k): pass
+            def __enter__(self): return self
+            def __exit__(self, *exc): pass
+        filelock.FileLock = NoLock
     if os.environ.get("CHILD_HOSTNAME"):  # a machine named like most servers: host.domain
         import socket
         socket.gethostname = lambda: os.environ["CHILD_HOSTNAME"]
@@ -134,7 +140,7 @@ def assert_no_valid_partial(cache: ProxyCache, source: Path) -> None:
 def assert_rebuilt_and_clean(cache: ProxyCache, source: Path, frames: int = FRAMES) -> None:
     proxy = cache.ensure(source, settings=SETTINGS)
     assert_full_proxy(proxy, frames)
-    assert sorted(p.name for p in proxy.parent.iterdir()) == sorted(proxy.with_suffix(s).name for s in (".avi", ".frames", ".json"))
+    assert sorted(p.name for p in proxy.parent.iterdir()) == sorted(proxy.with_suffix(s).name for s in (".mkv", ".frames", ".json"))
     assert [e.state for e in cache.entries()] == ["valid"]
 
 
@@ -144,7 +150,7 @@ def test_killed_encode_never_leaves_a_visible_proxy(cache: ProxyCache, slow_sour
     deadline = time.monotonic() + 60
     temp = None
     while time.monotonic() < deadline and child.poll() is None:
-        temps = [p for p in sdir.glob(".*.tmp.avi")] if sdir.exists() else []
+        temps = [p for p in sdir.glob(".*.tmp.mkv")] if sdir.exists() else []
         if temps and temps[0].stat().st_size > 200_000:
             temp = temps[0]
             break
@@ -168,7 +174,7 @@ def test_kill_while_publishing_never_leaves_a_valid_partial_proxy(cache: ProxyCa
     assert child.returncode == -signal.SIGKILL, err
     sdir = cache.root / "default"
     names = sorted(p.name for p in sdir.iterdir())
-    assert any(n.endswith(".avi") and not n.startswith(".") for n in names), names  # the rename had happened
+    assert any(n.endswith(".mkv") and not n.startswith(".") for n in names), names  # the rename had happened
     assert not any(n.endswith(".json") and not n.startswith(".") for n in names), names  # the manifest had not
     assert_no_valid_partial(cache, cfr_source)
     assert_rebuilt_and_clean(cache, cfr_source, 60)
@@ -306,7 +312,7 @@ def test_cleanup_during_an_encode_skips_it_and_the_encode_succeeds(cache: ProxyC
     child = start_child(cache, slow_source, "none")
     sdir = cache.root / "default"
     deadline = time.monotonic() + 60
-    while not list(sdir.glob(".*.tmp.avi")):
+    while not list(sdir.glob(".*.tmp.mkv")):
         assert time.monotonic() < deadline and child.poll() is None, "the encode was not caught mid-way"
         time.sleep(0.002)
     removed = cache.cleanup()

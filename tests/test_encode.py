@@ -255,7 +255,6 @@ def test_progress_callback_reports_done_total_and_rate_and_ends_complete(cache: 
         ("quality", 1),
         ("quality", 32),
         ("quality", False),
-        ("container", "mp4"),
         ("codec", "h264"),
         ("stream", -1),
         ("stream", True),
@@ -272,4 +271,4 @@ def test_settings_out_of_range_are_bad_input(field, value):
 
 def test_settings_at_their_limits_are_accepted():
     assert ProxySettings(height=16, quality=2).height == 16
-    assert ProxySettings(height=4320, quality=31, stream=0, container="mkv").quality == 31
+    assert ProxySettings(height=4320, quality=31, stream=0).quality == 31

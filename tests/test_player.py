@@ -85,7 +85,7 @@ def check_random_seeks(player: Player, folder: Path, count: int, seed: int, extr
 
 def test_seek_frame_is_exact_on_a_constant_rate_proxy(cfr_source, cache, tmp_path):
     with Player(cfr_source, cache=cache, headless=True) as p:
-        assert p.segments[0].proxy.suffix == ".avi"
+        assert p.segments[0].proxy.suffix == ".mkv"
         check_random_seeks(p, tmp_path, 100, seed=1, extra=[len(p) - 1, 0])
 
 
@@ -117,7 +117,7 @@ def test_a_session_mixing_constant_and_variable_rate_segments_is_exact(session_s
     sources = [session_sources[0], late_source, session_sources[1], vfr_source]
     cache = ProxyCache(tmp_path / "odd, name; 100% [x]")  # EDL separators in the proxies' paths
     with Player(sources, cache=cache, headless=True) as p:
-        assert {s.proxy.suffix for s in p.segments} == {".mkv"}  # one container per timeline
+        assert {s.proxy.suffix for s in p.segments} == {".mkv"}
         ends = [g for s in p.segments for g in (s.first, s.first + s.frames - 1)]
         check_random_seeks(p, tmp_path, 60, seed=5, extra=ends)
 
@@ -433,5 +433,5 @@ def test_a_session_encodes_each_proxy_once_and_a_lone_segment_reuses_it(session_
     assert len(entries) == 3 and all(e.state == "valid" for e in entries)
     stamp = proxies[0].stat().st_mtime_ns
     with Player(session_sources[0], cache=cache, headless=True) as p:
-        assert p.segments[0].proxy == proxies[0]  # no re-encode to AVI just to play it alone
+        assert p.segments[0].proxy == proxies[0]  # no re-encode just to play it alone
     assert proxies[0].stat().st_mtime_ns == stamp

@@ -159,7 +159,7 @@ def test_original_frame_is_decoded_exactly_at_full_resolution_and_upright(server
     rgb = pixels(body)
     assert rgb.shape == (320, 240, 3)
     assert read_index(np.rot90(rgb, -1)) == 7
-    with ProxyReader(next((cache_dir / SESSION).glob("turned-*.avi"))) as proxy:
+    with ProxyReader(next((cache_dir / SESSION).glob("turned-*.mkv"))) as proxy:
         small = proxy[7].astype(np.int16)
     big = np.asarray(Image.fromarray(rgb).resize((small.shape[1], small.shape[0]), Image.BILINEAR), np.int16)
     assert np.abs(big - small).mean() < 12  # same picture, same orientation

@@ -71,3 +71,24 @@ def test_frame_cli_writes_the_exact_frame(run_cli, vfr_source, tmp_path):
     bad = run_cli("frame", vfr_source, "100000")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "out of range" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_sampled_verify_decodes_no_more_than_checking_every_frame(cache, make_media):
+    """Samples are visited in decode order, decoding forward through a GOP instead
+    of seeking to each (a seek per sample decoded ten times the frames of --all)."""
+    src = make_media("long-gop.mp4", frames=240, gop=120, bframes=2)
+    proxy = cache.ensure(src)
+    every = verify_proxy(src, proxy, samples=None)
+    steps = []
+    sampled = verify_proxy(src, proxy, samples=40, seed=3, progress=lambda done, total: steps.append((done, total)))
+    assert every.ok and sampled.ok, (every.mismatches, sampled.mismatches)
+    assert every.decoded == 240
+    assert sampled.decoded <= every.decoded
+    assert steps == [(i, len(sampled.checked)) for i in range(1, len(sampled.checked) + 1)]  # one step per checked frame
+
+
+def test_sparse_samples_seek_over_the_gops_between_them(cache, make_media):
+    src = make_media("short-gop.mp4", frames=240, gop=20)
+    report = verify_proxy(src, cache.ensure(src), samples=4, seed=1)
+    assert report.ok, report.mismatches
+    assert len(report.checked) == 4 and report.decoded < 120

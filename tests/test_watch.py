@@ -297,7 +297,7 @@ def test_budget_evicts_least_recently_used_never_the_new_proxy_and_clean_stale(t
     assert all(cache.lookup(src) for src in sources) and len(cache.entries()) == 4
     assert run_cli("ls", cache_dir=cache_dir).returncode == 0
     assert [m.stat().st_atime_ns for m in manifests] == before
-    with ProxyReader(cache.lookup(sources[0])) as r:  # a read is a use: s0 becomes the most recent
+    with cache.open(sources[0]) as r:  # opening through the cache is a use: s0 becomes the most recent
         r.jpeg(0)
     biggest = max(e.size for e in cache.entries())
     shutil.copy(make_media("budget.mp4", frames=30), rec / "new.mp4")
@@ -400,3 +400,19 @@ def test_a_terminal_gets_a_live_status_line(tmp_path, make_media):
     assert proc.wait(30) == 0
     text = shown.decode(errors="replace")
     assert re.search(r"queue \d+ · being written \d+ · (idle|encoding seg\.mp4)", text), text
+
+
+def test_an_encode_reports_its_outcome_as_a_value(tmp_path, make_media):
+    from scrubproxy.watch.messages import Done, Failed, Progress
+    from scrubproxy.watch.workers import encode_segment
+
+    source, bad = make_media("outcome.mp4", frames=30), tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video " * 500)
+    root = str(tmp_path / "cache")
+    seen: list[Progress] = []
+    done = encode_segment(root, str(source), None, ProxySettings(), seen.append)
+    assert isinstance(done, Done) and done.proxy == ProxyCache(root).lookup(source)
+    assert all(isinstance(p, Progress) for p in seen)
+    assert_frame_exact(ProxyCache(root), source, 30)
+    failed = encode_segment(root, str(bad), None, ProxySettings(), seen.append)
+    assert failed == Failed(3, bad, failed.reason) and "not a video file" in failed.reason

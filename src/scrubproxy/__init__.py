@@ -10,7 +10,7 @@ Public API (everything else may change)::
 """
 
 from ._version import __version__
-from .cache import CacheEntry, ProxyCache
+from .cache import DEFAULT_SESSION, CacheEntry, ProxyCache
 from .encode import EncodeResult
 from .errors import (
     BadInputError,
@@ -18,12 +18,14 @@ from .errors import (
     EncodeError,
     InvalidSessionError,
     PlayerError,
+    ProxyFormatError,
     ScrubProxyError,
     SourceUnreadableError,
 )
 from .probe import SourceInfo, probe
-from .reader import ProxyMetadata, ProxyReader
+from .reader import FrameBatch, ProxyMetadata, ProxyReader
 from .settings import ProxySettings
+from .timeline import Timeline
 
 #: Loaded on first use: the player and the watcher bring modules (mpv IPC,
 #: watchdog) that making and reading proxies never needs.
@@ -43,12 +45,15 @@ __all__ = [
     "BadInputError",
     "CacheEntry",
     "CacheRootRefusedError",
+    "DEFAULT_SESSION",
     "EncodeError",
     "EncodeResult",
+    "FrameBatch",
     "InvalidSessionError",
     "Player",
     "PlayerError",
     "ProxyCache",
+    "ProxyFormatError",
     "ProxyMetadata",
     "ProxyReader",
     "ProxySettings",
@@ -56,6 +61,7 @@ __all__ = [
     "SegmentWatcher",
     "SourceInfo",
     "SourceUnreadableError",
+    "Timeline",
     "__version__",
     "probe",
 ]

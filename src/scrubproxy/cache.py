@@ -4,15 +4,16 @@ made, published and removed.
 Layout (see DESIGN.md)::
 
     <root>/CACHEDIR.TAG                      marks the folder as ours (and as a cache)
-    <root>/<session>/<stem>-<hash>.avi|.mkv  the proxy
+    <root>/<session>/<stem>-<hash>.mkv      the proxy
     <root>/<session>/<stem>-<hash>.frames    its frame map
     <root>/<session>/<stem>-<hash>.json      its manifest: the commit record, written last
     <root>/.locks/<session>/<stem>-<hash>.lock
 
 A proxy exists only if its manifest exists and matches: the source's size,
 mtime_ns and a hash of sampled blocks, the settings, the format version, and
-the size and mtime_ns of the proxy and frame-map files it names. Anything
-else is rebuilt. Files are encoded under temporary names in the same folder,
+the size and mtime_ns of the proxy and frame-map files it names (the record,
+its validation and the fingerprint are ``manifest.py``'s; a manifest it
+refuses counts as none). Anything else is rebuilt. Files are encoded under temporary names in the same folder,
 fsynced and renamed into place; the manifest goes last. The per-proxy file
 lock makes concurrent callers share one encode; the manifest check does not
 rely on it, so a second writer that ignores the lock (a network filesystem)
@@ -23,33 +24,40 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
 import secrets
 import socket
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import filelock
 
 from ._version import __version__
-from .encode import EncodeResult, ProgressCallback, choose_container, encode_proxy
-from .errors import CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
-from .probe import check_source_path, probe
-from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
-
-if TYPE_CHECKING:
-    from .reader import ProxyReader
+from .encode import EncodeResult, ProgressCallback, encode_proxy
+from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
+from .manifest import FileRecord, Manifest, ProxyRecord, SourceRecord, SourceVideo, fsync_dir, mark_used, read_manifest, source_fingerprint, write_manifest
+from .mux import PROXY_CONTAINER
+from .probe import check_source_path
+from .reader import ProxyReader
+from .settings import ProxySettings, resolve_cache_root
 
 log = logging.getLogger(__name__)
 
+#: The session of ``session=None`` when a proxy has to be made (and where lookups look first).
 DEFAULT_SESSION = "default"
+#: ``progress(i, source, state, done, total, fps)`` of :meth:`ProxyCache.ensure_many`;
+#: ``state`` is "waiting", "encoding", "reused" or "done".
+ManyProgressCallback = Callable[[int, Path, str, int, "int | None", float], None]
+#: How often a waiting :meth:`ProxyCache.ensure_many` worker looks whether it was interrupted.
+_POLL_SECONDS = 0.1
 SESSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEY = r"[A-Za-z0-9._-]*-[0-9a-f]{8}(?:[0-9a-f]{8})?"
@@ -63,10 +71,8 @@ TAG_TEXT = (
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
     "# scrubproxy may delete anything it made here; see https://bford.info/cachedir/\n"
 )
-SAMPLE_BLOCK = 4096  # one page each: enough to tell two recordings apart, cheap on a hit
 #: A temporary file of a writer on another host counts as abandoned after this long unmodified.
 ABANDONED_AFTER = 3600.0
-MANIFEST_KIND = "scrubproxy-manifest"
 
 
 def validate_session(session: str | None) -> str:
@@ -83,39 +89,6 @@ def validate_session(session: str | None) -> str:
     return session
 
 
-def sample_hash(path: Path, size: int) -> str:
-    """Hash of the size and the start, middle and end blocks of a file (reads
-    at most 12 KiB; SHA-256 because CPUs hash it in hardware)."""
-    h = hashlib.sha256()
-    h.update(size.to_bytes(8, "little"))
-    with open(path, "rb") as f:
-        if size <= 3 * SAMPLE_BLOCK:
-            h.update(f.read())
-        else:
-            for offset in (0, size // 2 - SAMPLE_BLOCK // 2, size - SAMPLE_BLOCK):
-                f.seek(offset)
-                h.update(f.read(SAMPLE_BLOCK))
-    return h.hexdigest()[:32]
-
-
-def source_fingerprint(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sample_hash": sample_hash(path, st.st_size)}
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _matches_record(path: str, record: dict[str, Any]) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_size == record.get("size") and st.st_mtime_ns == record.get("mtime_ns")
-
-
 def _stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return path.stat()
@@ -123,22 +96,10 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any], temp: Path) -> None:
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
+def _natural_key(path: Path) -> tuple[list[object], str]:
+    """Recording order: by file name with digit runs compared as numbers (seg-2
+    before seg-10), then by the full path."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], str(path)
 
 
 def _host_token() -> str:
@@ -167,29 +128,6 @@ def _owner_alive(owner: str, mtime: float) -> bool:
             return True
         return True
     return time.time() - mtime < ABANDONED_AFTER
-
-
-def read_manifest_json(path: Path) -> Any:
-    """The JSON in a manifest, read without touching its atime (O_NOATIME where
-    the OS has it and we own the file): a manifest's atime records deliberate
-    uses only (:func:`mark_used`), and with relatime the first plain read after
-    a use would set it again, so listing the cache would reorder its LRU."""
-    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
-    try:
-        fd = os.open(path, flags)
-    except PermissionError:  # O_NOATIME needs ownership; read plainly then
-        fd = os.open(path, os.O_RDONLY)
-    with open(fd, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def mark_used(manifest_path: Path) -> None:
-    """Record a use of the proxy that ``manifest_path`` commits: its atime is
-    "last used" for least-recently-used eviction (its mtime stays the time it
-    was made). Best effort: a read-only cache simply keeps no record."""
-    with contextlib.suppress(OSError):
-        st = manifest_path.stat()
-        os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
 
 
 @dataclass(frozen=True)
@@ -237,15 +175,15 @@ class ProxyCache:
         digest = hashlib.sha256(os.fsencode(source)).hexdigest()[:digits]
         return f"{stem}-{digest}"
 
-    def _key(self, source: Path, session_dir: Path) -> tuple[str, dict[str, Any] | None]:
+    def _key(self, source: Path, session_dir: Path) -> tuple[str, Manifest | None]:
         """``(<stem>-<8 hex>, its manifest)``, or the 16-hex name in the rare
         case that another source owns the 8-hex one: distinct sources never
         share a proxy."""
         key = self._key_for(source)
-        manifest = self._read_manifest(session_dir / f"{key}.json")
-        if manifest is not None and manifest.get("source", {}).get("path") != str(source):
+        manifest = read_manifest(session_dir / f"{key}.json")
+        if manifest is not None and manifest.source.path != str(source):
             key = self._key_for(source, 16)
-            return key, self._read_manifest(session_dir / f"{key}.json")
+            return key, read_manifest(session_dir / f"{key}.json")
         return key, manifest
 
     @staticmethod
@@ -264,75 +202,88 @@ class ProxyCache:
         """Where the proxy of ``source`` lives (or will live). Does not encode.
 
         A published proxy's own path when there is one; otherwise the name the
-        container choice gives (which reads the source's timestamps when the
-        container is ``auto``).
+        next encode will publish. ``session=None``: a valid proxy in any session
+        (see :meth:`find`), else the name in :data:`DEFAULT_SESSION`.
         """
         settings = settings or ProxySettings()
-        sdir = self.session_dir(session)
         src = Path(source).expanduser().absolute()
         src = src.resolve() if src.exists() else src
+        if session is None and src.is_file():
+            found = self.find(src, settings)
+            if found is not None:
+                return found[1]
+        sdir = self.session_dir(session)
         key, manifest = self._key(src, sdir)
-        if manifest is not None and manifest.get("settings") == settings.fingerprint():
-            return sdir / manifest["proxy"]["file"]
-        if settings.container != "auto" or not src.is_file():
-            ext = "avi" if settings.container == "auto" else settings.container
-            return sdir / f"{key}.{ext}"
-        return sdir / f"{key}.{choose_container(probe(src, settings.stream), settings)}"
+        if manifest is not None and manifest.settings == settings.fingerprint():
+            return sdir / manifest.proxy.file
+        return sdir / f"{key}.{PROXY_CONTAINER}"
 
     # -- validity -----------------------------------------------------------------
 
     @staticmethod
-    def _read_manifest(path: Path) -> dict[str, Any] | None:
-        try:
-            data = read_manifest_json(path)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or data.get("kind") != MANIFEST_KIND:
-            return None
-        return data
-
-    def _valid_proxy(self, manifest: dict[str, Any] | None, source: Path, sdir: Path, settings: ProxySettings) -> Path | None:
+    def _valid_proxy(manifest: Manifest | None, source: Path, sdir: Path, settings: ProxySettings) -> Path | None:
         """The proxy path if ``manifest`` commits a complete proxy of the current
-        ``source`` made with ``settings``; stats and samples only, never decodes."""
-        if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
+        ``source`` made with ``settings``; stats and samples only, never decodes.
+        (The format version and the fields were checked when it was read.)"""
+        if manifest is None or manifest.settings != settings.fingerprint():
             return None
-        if manifest.get("settings") != settings.fingerprint():
+        if not manifest.source.matches(source) or not manifest.files_match(sdir):
             return None
-        if not self._source_unchanged(manifest, source):
-            return None
-        if not self._files_match(manifest, sdir):
-            return None
-        return sdir / manifest["proxy"]["file"]
-
-    @staticmethod
-    def _source_unchanged(manifest: dict[str, Any], source: Path) -> bool:
-        recorded = manifest.get("source", {})
-        if recorded.get("path") != str(source):
-            return False
-        try:
-            st = os.stat(source)
-        except OSError:
-            return False
-        if st.st_size != recorded.get("size") or st.st_mtime_ns != recorded.get("mtime_ns"):
-            return False
-        return sample_hash(source, st.st_size) == recorded.get("sample_hash")
-
-    @staticmethod
-    def _files_match(manifest: dict[str, Any], sdir: Path) -> bool:
-        try:
-            proxy, frames = manifest["proxy"], manifest["frame_map"]
-            folder = os.fspath(sdir)
-            return _matches_record(os.path.join(folder, proxy["file"]), proxy) and _matches_record(os.path.join(folder, frames["file"]), frames)
-        except (KeyError, TypeError):
-            return False
+        return sdir / manifest.proxy.file
 
     def lookup(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path | None:
-        """The valid proxy of ``source``, or ``None``. Never encodes, never waits."""
+        """The valid proxy of ``source``, or ``None``. Never encodes, never waits.
+
+        ``session=None`` looks in every session (see :meth:`find`); a named
+        session looks in that session only.
+        """
         settings = settings or ProxySettings()
         src = self._resolve_source(source)
+        if session is None:
+            found = self._find(src, settings)
+            return None if found is None else found[1]
         sdir = self.session_dir(session)
         _, manifest = self._key(src, sdir)
         return self._valid_proxy(manifest, src, sdir, settings)
+
+    def find(self, source: str | Path, settings: ProxySettings | None = None) -> tuple[str, Path] | None:
+        """``(session, proxy path)`` of a valid proxy of ``source`` made with
+        ``settings``, in any session: :data:`DEFAULT_SESSION` first, then the
+        others in sorted order. Stats and samples only; never encodes."""
+        return self._find(self._resolve_source(source), settings or ProxySettings())
+
+    def _find(self, src: Path, settings: ProxySettings) -> tuple[str, Path] | None:
+        names = self._session_names(None)
+        for name in sorted(names, key=lambda n: n != DEFAULT_SESSION):  # stable: default, then sorted
+            sdir = self.root / name
+            _, manifest = self._key(src, sdir)
+            hit = self._valid_proxy(manifest, src, sdir, settings)
+            if hit is not None:
+                return name, hit
+        return None
+
+    def session_sources(self, session: str, settings: ProxySettings | None = None) -> list[Path]:
+        """The sources of the session's valid proxies (only those made with
+        ``settings`` when given), in recording order: by file name with numbers
+        compared as numbers (seg-2 before seg-10), then by full path.
+
+        Raises :class:`BadInputError` when the session has none.
+        """
+        sdir = self.session_dir(session)
+        wanted = settings.fingerprint() if settings is not None else None
+        sources = {
+            e.source
+            for e in self.entries(session)
+            if e.state == "valid" and e.source is not None and (wanted is None or self._settings_of(sdir, e.key) == wanted)
+        }
+        if not sources:
+            raise BadInputError(sdir, f"session has no valid proxies (make them with: scrubproxy proxy SRC... --session {session})")
+        return sorted(sources, key=_natural_key)
+
+    @staticmethod
+    def _settings_of(sdir: Path, key: str) -> dict[str, Any] | None:
+        manifest = read_manifest(sdir / f"{key}.json")
+        return None if manifest is None else manifest.settings
 
     # -- making -----------------------------------------------------------------
 
@@ -343,16 +294,40 @@ class ProxyCache:
         settings: ProxySettings | None = None,
         progress: ProgressCallback | None = None,
         force: bool = False,
+        on_wait: Callable[[], None] | None = None,
     ) -> Path:
         """Return the path of a valid proxy of ``source``, encoding it if needed.
 
-        A hit costs a few stats and a 192 KiB sample read (well under a
-        millisecond) and never decodes. Concurrent callers, in any process,
-        share one encode. ``force`` rebuilds even a valid proxy; a failed
-        rebuild leaves the old proxy as it was.
+        A hit costs a few stats and a sample read of three 4 KiB blocks (well
+        under a millisecond) and never decodes. Concurrent callers, in any
+        process, share one encode: ``on_wait`` is called once, before blocking,
+        when someone else holds this proxy's lock (is encoding it). ``force``
+        rebuilds even a valid proxy; a failed rebuild leaves the old proxy as it was.
+
+        ``session=None`` reuses a valid proxy of the same source and settings
+        from any session (see :meth:`find`) and otherwise makes it in
+        :data:`DEFAULT_SESSION` ("default"); a named session uses that session only.
         """
+        return self._ensure(source, session, settings, progress, force, on_wait, None)
+
+    def _ensure(
+        self,
+        source: str | Path,
+        session: str | None,
+        settings: ProxySettings | None,
+        progress: ProgressCallback | None,
+        force: bool,
+        on_wait: Callable[[], None] | None,
+        stop: threading.Event | None,
+    ) -> Path:
+        """:meth:`ensure`; ``stop`` set ends a wait for the lock with KeyboardInterrupt."""
         settings = settings or ProxySettings()
         src = self._resolve_source(source)
+        if session is None and not force:
+            found = self._find(src, settings)
+            if found is not None:
+                mark_used(found[1].with_suffix(".json"))
+                return found[1]
         session_name = validate_session(session)
         sdir = self.root / session_name
         if not force:
@@ -363,7 +338,7 @@ class ProxyCache:
                 return hit
         self._prepare_session_dir(sdir)
         key = self._key_for(src)
-        with self._locked(session_name, key):
+        with self._locked(session_name, key, on_wait=on_wait, stop=stop):
             key, manifest = self._key(src, sdir)  # decided under the 8-hex lock: collisions too
             manifest_path = sdir / f"{key}.json"
             if not force:
@@ -384,6 +359,61 @@ class ProxyCache:
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(claim)  # gone already once the manifest is published
+                raise
+
+    def ensure_many(
+        self,
+        sources: Iterable[str | Path],
+        session: str | None = None,
+        settings: ProxySettings | None = None,
+        *,
+        jobs: int = 1,
+        force: bool = False,
+        progress: ManyProgressCallback | None = None,
+    ) -> list[Path]:
+        """:meth:`ensure` each source, ``jobs`` at a time (threads); the proxies in input order.
+
+        ``progress(i, source, state, done, total, fps)`` reports source ``i``:
+        "reused" (a valid proxy was there already; nothing else follows),
+        "waiting" (on another process's encode of it), "encoding" (done of
+        total frames, fps) and "done". A KeyboardInterrupt in the caller's
+        thread stops the running encodes and waits too (Ctrl-C reaches only
+        the main thread), cancels the pending ones, and is raised again.
+        """
+        items = [Path(s) for s in sources]
+        stop = threading.Event()
+
+        def report(i: int, src: Path, state: str, done: int = 0, total: int | None = None, fps: float = 0.0) -> None:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            if progress is not None:
+                progress(i, src, state, done, total, fps)
+
+        def one(i: int, src: Path) -> Path:
+            if not force:
+                hit = self.lookup(src, session, settings)
+                if hit is not None:
+                    mark_used(hit.with_suffix(".json"))
+                    report(i, src, "reused")
+                    return hit
+            last: list[Any] = [0, None, 0.0]
+
+            def encoding(done: int, total: int | None, fps: float) -> None:
+                last[:] = [done, total, fps]
+                report(i, src, "encoding", done, total, fps)
+
+            path = self._ensure(src, session, settings, encoding, force, lambda: report(i, src, "waiting"), stop)
+            report(i, src, "done", *last)
+            return path
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(one, i, src) for i, src in enumerate(items)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                stop.set()
+                for f in futures:
+                    f.cancel()
                 raise
 
     def _claim_session_dir(self, sdir: Path, key: str, owner: str) -> Path:
@@ -414,14 +444,44 @@ class ProxyCache:
             raise EncodeError(sdir, "cache folder is not writable")
 
     @contextlib.contextmanager
-    def _locked(self, session: str, key: str, timeout: float = -1) -> Iterator[None]:
+    def _locked(
+        self, session: str, key: str, timeout: float = -1, on_wait: Callable[[], None] | None = None, stop: threading.Event | None = None
+    ) -> Iterator[None]:
+        """Hold this proxy's lock. Busy: ``on_wait()`` once, then block (up to
+        ``timeout``; while blocking, ``stop`` set raises KeyboardInterrupt)."""
         lock_path = self._lock_path(session, key)
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EncodeError(lock_path.parent, f"cannot create the lock folder: {exc.strerror or exc}") from exc
-        with filelock.FileLock(lock_path, timeout=timeout):
+        lock = filelock.FileLock(lock_path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait()
+            self._wait_for(lock, timeout, stop)
+        try:
             yield
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _wait_for(lock: filelock.BaseFileLock, timeout: float, stop: threading.Event | None) -> None:
+        if stop is None:
+            lock.acquire(timeout=timeout)
+            return
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            step = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
+            try:
+                lock.acquire(timeout=step)
+                return
+            except filelock.Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def _remove_leftovers(self, sdir: Path, key: str | None) -> int:
         """Delete temporary files of killed encodes of this proxy (of every proxy
@@ -445,7 +505,7 @@ class ProxyCache:
         Files of encodes still running (here or, recently, on another host) stay."""
         return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: dict[str, Any]) -> Path:
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: SourceRecord) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
@@ -469,54 +529,47 @@ class ProxyCache:
             # Our own files' records, taken before they get the shared names: a
             # writer that ignores the lock may replace those names before our
             # manifest lands, and the manifest must not vouch for its files.
-            proxy_record = {**_file_record(result.proxy_path), "file": proxy_final.name}
-            frames_record = {**_file_record(result.frame_map_path), "file": frames_final.name}
+            proxy_file = FileRecord.of(result.proxy_path, proxy_final.name)
+            frames_record = FileRecord.of(result.frame_map_path, frames_final.name)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(manifest_path)
-            _fsync_dir(sdir)
+            fsync_dir(sdir)
             os.replace(result.proxy_path, proxy_final)
             os.replace(result.frame_map_path, frames_final)
-            _fsync_dir(sdir)
-            manifest = {
-                "kind": MANIFEST_KIND,
-                "format_version": FORMAT_VERSION,
-                "scrubproxy_version": __version__,
-                "created": time.time(),
-                "build_id": result.build_id,
-                "source": source_record,
-                "settings": settings.fingerprint(),
-                "proxy": {**proxy_record, "container": result.container, "width": result.width, "height": result.height, "frames": result.frames},
-                "frame_map": frames_record,
-                "partial": result.partial,
-                "warnings": list(result.warnings),
-                "decoder": result.decoder,
-                "encode_seconds": round(result.seconds, 3),
-                "source_video": {
-                    "codec": result.source.video.codec,
-                    "width": result.source.video.width,
-                    "height": result.source.video.height,
-                    "rotation": result.source.video.rotation,
-                    "variable_rate": result.source.video.variable_rate,
-                    "average_rate": str(result.source.video.average_rate),
-                },
-            }
-            _write_json_atomically(manifest_path, manifest, manifest_tmp)
+            fsync_dir(sdir)
+            video = result.source.video
+            manifest = Manifest(
+                source=source_record,
+                settings=settings.fingerprint(),
+                proxy=ProxyRecord(**vars(proxy_file), container=result.container, width=result.width, height=result.height, frames=result.frames),
+                frame_map=frames_record,
+                build_id=result.build_id,
+                partial=result.partial,
+                warnings=tuple(result.warnings),
+                decoder=result.decoder,
+                encode_seconds=round(result.seconds, 3),
+                source_video=SourceVideo(video.codec, video.width, video.height, video.rotation, video.variable_rate, str(video.average_rate)),
+                scrubproxy_version=__version__,
+            )
+            write_manifest(manifest_path, manifest, manifest_tmp)
         except OSError as exc:
             for p in (result.proxy_path, result.frame_map_path, manifest_tmp):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p)
             raise EncodeError(manifest_path, f"publishing the proxy failed: {exc.strerror or exc}") from exc
-        other = sdir / f"{key}.{'mkv' if result.container == 'avi' else 'avi'}"
+        other = sdir / f"{key}.avi"  # the proxy of FORMAT_VERSION 1, if any
         with contextlib.suppress(FileNotFoundError):
             os.unlink(other)
         log.info("proxy ready: %s (%d frames, %.1f MB)", proxy_final, result.frames, proxy_final.stat().st_size / 1e6)
         return proxy_final
 
-    def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> "ProxyReader":
-        """Ensure the proxy of ``source`` and open it for frame access."""
-        from .reader import ProxyReader
-
-        return ProxyReader(self.ensure(source, session, settings))
+    def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> ProxyReader:
+        """Ensure the proxy of ``source`` (``session`` as in :meth:`ensure`) and
+        open it for frame access; records the use (the reader itself never writes)."""
+        proxy = self.ensure(source, session, settings)
+        reader = ProxyReader(proxy)
+        mark_used(proxy.with_suffix(".json"))
+        return reader
 
     # -- listing ------------------------------------------------------------------
 
@@ -555,24 +608,24 @@ class ProxyCache:
 
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
         manifest_path = sdir / f"{key}.json"
-        manifest = self._read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path)
         # Another process may publish or remove these files while we look: a file gone counts as nothing.
         stats = [_stat_or_none(p) for p in files]
         size = sum(st.st_size for st in stats if st is not None)
-        if manifest is None or not self._files_match(manifest, sdir):
+        if manifest is None or not manifest.files_match(sdir):
             return CacheEntry(session, key, None, next((p for p in files if p.suffix in (".avi", ".mkv")), None), size, None, "orphan", False, None, tuple(sorted(files)))
-        source = Path(manifest["source"]["path"])
-        fresh = manifest.get("format_version") == FORMAT_VERSION and self._source_unchanged(manifest, source)
+        source = Path(manifest.source.path)
+        fresh = manifest.source.matches(source)
         manifest_stat = _stat_or_none(manifest_path)
         return CacheEntry(
             session=session,
             key=key,
             source=source,
-            proxy_path=sdir / manifest["proxy"]["file"],
+            proxy_path=sdir / manifest.proxy.file,
             size=size,
-            frames=manifest["proxy"].get("frames"),
+            frames=manifest.proxy.frames,
             state="valid" if fresh else "stale",
-            partial=bool(manifest.get("partial")),
+            partial=manifest.partial,
             last_used=manifest_stat.st_atime if manifest_stat else None,
             files=tuple(sorted(files)),
         )

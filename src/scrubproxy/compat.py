@@ -31,11 +31,16 @@ def generate_proxy(segment_path: Path, output_path: Path, height: int = PROXY_HE
     """Transcode a segment to an MJPEG proxy at ``output_path`` (every frame a
     keyframe) and return ``output_path``. The frame map is written beside it
     (``.frames``). ``output_path`` appears only complete: it is written under a
-    temporary name and renamed. The container follows the suffix (``.mkv`` or AVI).
+    temporary name and renamed.
+
+    The file is Matroska whatever its suffix, like every proxy: the
+    reference's callers name it ``.avi`` and only play it, and players
+    (mpv, FFmpeg) read the container from the bytes, not the name; our readers
+    go through the frame map. A second muxer just for the suffix would bring
+    AVI back for no consumer.
     """
     output_path = Path(output_path)
-    container = {".mkv": "mkv", ".avi": "avi"}.get(output_path.suffix.lower(), "avi")
-    settings = ProxySettings(height=height, container=container)
+    settings = ProxySettings(height=height)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     temp_base = output_path.parent / f".{output_path.name}.{secrets.token_hex(4)}.tmp"
     result = encode_proxy(segment_path, temp_base, settings)

@@ -29,6 +29,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
@@ -242,13 +243,20 @@ class FrameMap:
         """Source time of frame ``k`` (seconds from the source's start)."""
         return float(self.times[k])
 
-    def index_at(self, t: float) -> int:
+    @overload
+    def index_at(self, t: float) -> int: ...
+    @overload
+    def index_at(self, t: np.ndarray) -> np.ndarray: ...
+
+    def index_at(self, t: Any) -> Any:
         """The frame on screen at source time ``t``: the last one whose time <= t.
 
         Times before the first frame give frame 0 (what a player shows there).
+        An array of times gives an int64 array of indices, a scalar an int.
         """
-        k = int(np.searchsorted(self.times, t + TIME_TOLERANCE, side="right")) - 1
-        return max(k, 0)
+        k = np.searchsorted(self.times, np.asarray(t, dtype=np.float64) + TIME_TOLERANCE, side="right") - 1
+        k = np.maximum(k, 0)
+        return int(k) if k.ndim == 0 else k.astype(np.int64)
 
     def close(self) -> None:
         # numpy views keep the buffer exported; drop them before closing the map.

@@ -12,9 +12,8 @@ from .errors import BadInputError
 
 #: Bump when the bytes a proxy or frame map holds change meaning: every proxy
 #: made by an older version becomes stale and is rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every proxy is Matroska (1 held AVI for constant-rate sources)
 
-CONTAINERS = ("auto", "avi", "mkv")
 CODECS = ("mjpeg",)
 MIN_HEIGHT, MAX_HEIGHT = 16, 4320
 MIN_QUALITY, MAX_QUALITY = 2, 31
@@ -29,8 +28,6 @@ class ProxySettings:
       rounded down to even).
     - ``quality``: MJPEG quantiser, 2 (best) to 31 (smallest); 5 as in the
       reference's ``-q:v 5``.
-    - ``container``: ``"auto"`` (AVI for constant-rate sources, Matroska for
-      variable-rate ones), ``"avi"`` or ``"mkv"``.
     - ``stream``: index of the source's video stream to use among its video
       streams, or ``None`` for the one a player shows by default.
     - ``hwaccel``: ``"auto"`` (try the hardware decoders, fall back to CPU),
@@ -39,7 +36,6 @@ class ProxySettings:
 
     height: int = 360
     quality: int = 5
-    container: str = "auto"
     codec: str = "mjpeg"
     stream: int | None = None
     hwaccel: str = "auto"
@@ -49,8 +45,6 @@ class ProxySettings:
             raise BadInputError(None, f"height must be an integer from {MIN_HEIGHT} to {MAX_HEIGHT}, got {self.height!r}")
         if isinstance(self.quality, bool) or not isinstance(self.quality, int) or not MIN_QUALITY <= self.quality <= MAX_QUALITY:
             raise BadInputError(None, f"quality must be an integer from {MIN_QUALITY} (best) to {MAX_QUALITY}, got {self.quality!r}")
-        if self.container not in CONTAINERS:
-            raise BadInputError(None, f"container must be one of {', '.join(CONTAINERS)}, got {self.container!r}")
         if self.codec not in CODECS:
             raise BadInputError(None, f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.stream is not None and (isinstance(self.stream, bool) or not isinstance(self.stream, int) or self.stream < 0):
@@ -61,7 +55,7 @@ class ProxySettings:
     def fingerprint(self) -> dict[str, object]:
         """The settings that decide the proxy's content (stored in the manifest)."""
         # A literal, not dataclasses.asdict: this runs on every cache hit.
-        return {"height": self.height, "quality": self.quality, "container": self.container, "codec": self.codec, "stream": self.stream}
+        return {"height": self.height, "quality": self.quality, "codec": self.codec, "stream": self.stream}
 
 
 def resolve_cache_root(root: str | Path | None = None) -> Path:

@@ -9,7 +9,9 @@ when the first frame out is already past it, seek further back and try again.
 
 from __future__ import annotations
 
+import bisect
 import fractions
+from collections.abc import Sequence
 from pathlib import Path
 
 import av
@@ -21,9 +23,17 @@ _MAX_BACKOFF_STEPS = 8
 
 
 class SourceFrames:
-    """Decode source frames by their pts, exactly. Not thread-safe: one per thread."""
+    """Decode source frames by their pts, exactly. Not thread-safe: one per thread.
 
-    def __init__(self, path: str | Path, stream_number: int | None = None) -> None:
+    ``keyframes`` (sorted pts of the stream's keyframes, from a demux scan) lets
+    ascending reads decode forward whenever the target lies in the current or
+    the next GOP (at most one GOP more than a seek would decode) and seek
+    otherwise, which only skips frames: reading frames in pts order then never
+    decodes more than reading them all (an open-GOP back-off aside).
+    ``frames_decoded`` counts the decoder's output.
+    """
+
+    def __init__(self, path: str | Path, stream_number: int | None = None, keyframes: Sequence[int] | None = None) -> None:
         self.path = check_source_path(path)
         self.container = open_container(self.path)
         try:
@@ -34,11 +44,14 @@ class SourceFrames:
         self.stream.thread_type = "AUTO"
         self.time_base = self.stream.time_base or fractions.Fraction(1, 90000)
         rate = self.stream.average_rate or self.stream.guessed_rate or fractions.Fraction(30)
-        # About two seconds of pts: how far ahead sequential reads go on without a seek,
-        # and the first step back when a seek lands past the target.
+        # Two frame durations of pts: how far ahead sequential reads go on without a
+        # seek when the keyframes are not known, and the first step back when a seek
+        # lands past the target.
         self._ahead = max(1, round(2 / (fractions.Fraction(rate) * self.time_base)))
+        self._keyframes = keyframes
         self._iter = None
         self._last_pts: int | None = None
+        self.frames_decoded = 0
 
     def _frames(self):
         for packet in self.container.demux(self.stream):
@@ -56,7 +69,7 @@ class SourceFrames:
     def frame_at_pts(self, pts: int) -> av.VideoFrame:
         """The decoded source frame whose pts is ``pts`` (raises if the source has none)."""
         # Sequential access (the next frame or a little ahead) needs no seek.
-        if self._iter is not None and self._last_pts is not None and self._last_pts < pts <= self._last_pts + self._ahead:
+        if self._iter is not None and self._last_pts is not None and self._last_pts < pts and self._near(pts):
             frame = self._forward_to(pts)
             if frame is not None:
                 return frame
@@ -80,11 +93,19 @@ class SourceFrames:
             break
         raise SourceUnreadableError(self.path, f"no frame with pts {pts} in the source (changed since its proxy was made?)")
 
+    def _near(self, pts: int) -> bool:
+        """Whether decoding forward from the last frame to ``pts`` beats a seek."""
+        if self._keyframes is None:
+            return pts <= self._last_pts + self._ahead
+        gop = bisect.bisect_right(self._keyframes, pts)
+        return gop <= bisect.bisect_right(self._keyframes, self._last_pts) + 1
+
     def _next_frame(self) -> av.VideoFrame | None:
         try:
             frame = next(self._iter)
         except StopIteration:
             return None
+        self.frames_decoded += 1
         self._last_pts = frame.pts
         return frame
 

@@ -96,8 +96,8 @@ def main(
     )
 
 
-def _settings(height: int, quality: int, hwaccel: str, container: str = "auto", stream: Optional[int] = None) -> ProxySettings:
-    return ProxySettings(height=height, quality=quality, hwaccel=hwaccel, container=container, stream=stream)
+def _settings(height: int, quality: int, hwaccel: str, stream: Optional[int] = None) -> ProxySettings:
+    return ProxySettings(height=height, quality=quality, hwaccel=hwaccel, stream=stream)
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -152,14 +152,13 @@ def proxy(
     height: int = typer.Option(360, "--height", help="Proxy height in pixels (16-4320; never above the source's)."),
     quality: int = typer.Option(5, "--quality", "-q", help="MJPEG quantiser, 2 (best) to 31 (smallest)."),
     hwaccel: str = typer.Option("auto", "--hwaccel", help="auto, none, or a device type (cuda, vaapi, qsv, videotoolbox, d3d11va)."),
-    container: str = typer.Option("auto", "--container", help="auto (AVI; Matroska for variable rate), avi or mkv."),
     stream: Optional[int] = typer.Option(None, "--stream", help="Which video stream (0 = first); default: the one players show."),
     force: bool = typer.Option(False, "--force", help="Rebuild even valid proxies."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Segments encoded at once."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Make (or reuse) the proxy of each SRC; print each proxy's path."""
-    settings = _settings(height, quality, hwaccel, container, stream)
+    settings = _settings(height, quality, hwaccel, stream)
     for path in ensure_all(_cache(), sources, session, settings, force, jobs, not quiet):
         typer.echo(str(path))
 

@@ -43,15 +43,14 @@ def play(
 ) -> None:
     """Scrub SRC... in mpv on their proxies: exact frames, the source frame number on screen."""
     from .main import _cache, ensure_all, stderr
-    from ..player import Player, timeline_settings
+    from ..player import Player
 
     if not sources:
         if session is None:
             raise BadInputError(None, "nothing to play: give sources, or --session S for a whole session")
         sources = session_sources(session)
     cache = _cache()
-    # a multi-segment timeline plays Matroska proxies (see timeline_settings)
-    settings = timeline_settings(cache, sources, session, ProxySettings(height=height, quality=quality))
+    settings = ProxySettings(height=height, quality=quality)
     ensure_all(cache, sources, session, settings, False, 1, not quiet)
     with Player(sources, session, cache, settings=settings, mpv_args=mpv_arg, original_args=mpv_arg) as player:
         if not quiet:  # once mpv shows the first frame

@@ -10,7 +10,6 @@ interpreter exit).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -44,28 +43,6 @@ DURATION_TOLERANCE = 0.002
 def lua_script() -> Path:
     """Path of the shipped mpv script (on-screen frame line, keys, open-the-original)."""
     return Path(str(resources.files("scrubproxy.player") / "scrubproxy.lua"))
-
-
-def timeline_settings(cache: ProxyCache, sources: Sequence[str | Path], session: str | None, settings: ProxySettings | None) -> ProxySettings:
-    """The proxy settings to play ``sources`` with, decided before any encode (reads manifests only).
-
-    A multi-segment timeline is all Matroska. In an EDL, mpv drops a decoded
-    frame whose timeline time rounds to just before its part's start; the cure
-    is to start each later part 0.5 ms before its first frame
-    (:data:`scrubproxy.edl.EDL_LEAD`), which needs a source start below the
-    first frame's pts. An AVI proxy (first frame at 0, dts-only packets) cannot
-    give that: mpv then showed frame k+1 for every frame k of the part.
-    Matroska parts take the lead and were exact in every mix tried.
-    A single source plays whichever valid proxy it has (AVI or, after a
-    session was played, Matroska) rather than re-encoding to switch.
-    """
-    settings = settings or ProxySettings()
-    mkv = dataclasses.replace(settings, container="mkv")
-    if len(sources) > 1:
-        return mkv
-    if settings.container == "auto" and cache.lookup(sources[0], session, settings) is None and cache.lookup(sources[0], session, mkv) is not None:
-        return mkv
-    return settings
 
 
 def _as_list(sources: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -143,7 +120,6 @@ class Player:
             raise BadInputError(socket_path, "IPC socket path already exists (another mpv may be listening); choose another path")
         find_mpv()  # before any encode: a missing player should not cost a proxy build first
         cache = cache or ProxyCache()
-        settings = timeline_settings(cache, paths, session, settings)
         for proxy in [cache.ensure(path, session, settings) for path in paths]:
             self._res.readers.append(ProxyReader(proxy))
             if len(self._res.readers[-1]) == 0:

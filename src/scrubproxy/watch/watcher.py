@@ -1,17 +1,13 @@
 """Watch recording folders and make a proxy of each segment as soon as it is complete.
 
-When is a segment complete? A recorder keeps a segment open while it writes
-it and closes it at the end, so where the kernel reports file events (inotify
-on Linux, through ``watchdog``) a segment we saw being written is complete once
-its writer closed it (close-write, or renamed into the folder) and nothing
-wrote to it for ``quiet`` seconds after. A recorder that pauses mid-segment is
-never mistaken for a finished one. Where close events are not available
-(network folders, whose remote writes raise no local events; ``poll=True``;
-macOS and Windows, whose watchdog backends report no closes) and for segments
-that were already there when we started, a segment is complete once its size
-and mtime stayed unchanged for ``settle`` seconds. (``watchfiles`` was the other candidate; it drops the
-kernel's close-write events and reports only added/modified/deleted, so it
-cannot tell a closed segment from a paused one.)
+What "complete" means is :mod:`.completeness`'s job; this module feeds it. File
+events come from ``watchdog`` (inotify on Linux), which passes on the kernel's
+close-write events: they are what tells a segment its recorder closed from one
+it merely paused. (``watchfiles`` was the other candidate; it drops close-write
+and reports only added/modified/deleted, so it cannot tell the two apart.)
+Folders are also listed every couple of seconds, which catches what events
+miss (network folders, an event queue that overflowed) and notices a folder
+that disappears or returns.
 
 Complete segments are encoded newest first (the one a person is most likely to
 open), ``jobs`` at a time in niced child processes (:mod:`.workers`), through
@@ -31,14 +27,16 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .budget import enforce_budget
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
 from ..settings import ProxySettings
+from .budget import enforce_budget
+from .completeness import Change, Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone
+from .messages import Done, Failed, Outcome
 from .workers import Encode, start_encode, wait_any
 
 log = logging.getLogger(__name__)
@@ -59,16 +57,6 @@ def default_jobs() -> int:
     return max(1, cores // 2)
 
 
-@dataclass
-class _Pending:
-    """A segment not yet complete (or not yet known to be)."""
-
-    stat: tuple[int, int]  # (size, mtime_ns)
-    changed_at: float  # monotonic time its stat last changed
-    witnessed: bool = False  # seen being written through events: must be closed
-    closed_at: float | None = None
-
-
 @dataclass(frozen=True)
 class WatchStatus:
     """A snapshot for a status line: segments waiting, encoding, done, failed."""
@@ -81,71 +69,89 @@ class WatchStatus:
     last_lag: float | None  # seconds from a segment's completion to its proxy
 
 
-class _Events:
-    """watchdog handler: file events into a thread-safe queue, as (kind, path)."""
+@dataclass(frozen=True)
+class _Job:
+    """A segment being encoded, and its encode."""
 
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+    segment: Complete
+    encode: Encode
+
+
+class _Events:
+    """watchdog handler: turns file events into detector calls, queued for the
+    watcher's own thread (the detector is not thread-safe, watchdog's thread is another)."""
+
+    def __init__(self, detector: CompletenessDetector) -> None:
+        self.queue: queue.SimpleQueue[tuple[Callable[[Path], list[Change]], str]] = queue.SimpleQueue()
+        self._detector = detector
 
     def dispatch(self, event: object) -> None:
         kind = getattr(event, "event_type", "")
         if getattr(event, "is_directory", False):
             return
         src = os.fsdecode(getattr(event, "src_path", ""))
+        d = self._detector
         if kind in ("created", "modified"):
-            self.queue.put(("written", src))
+            self.queue.put((d.written, src))
         elif kind == "closed":
-            self.queue.put(("closed", src))
+            self.queue.put((d.closed, src))
         elif kind == "deleted":
-            self.queue.put(("gone", src))
+            self.queue.put((d.gone, src))
         elif kind == "moved":
-            self.queue.put(("gone", src))
-            self.queue.put(("closed", os.fsdecode(getattr(event, "dest_path", ""))))
+            self.queue.put((d.gone, src))
+            self.queue.put((d.closed, os.fsdecode(getattr(event, "dest_path", ""))))
 
 
-@dataclass
 class SegmentWatcher:
     """Make proxies of the complete segments in ``folders``, newest first.
 
     ``run()`` blocks until ``stop()`` (thread- and signal-safe) or, with
     ``once=True``, until every segment there is handled. ``max_bytes`` keeps
     the cache under a budget (checked at start and after each new proxy).
+    ``settle`` and ``quiet`` are the completeness rules' times
+    (:mod:`.completeness`); ``poll`` uses no file events, only listings.
     """
 
-    folders: Sequence[Path]
-    cache: ProxyCache
-    session: str | None = None
-    settings: ProxySettings = field(default_factory=ProxySettings)
-    jobs: int = field(default_factory=default_jobs)
-    patterns: Sequence[str] = VIDEO_PATTERNS
-    max_bytes: int | None = None
-    settle: float = 5.0
-    quiet: float = 0.5
-    poll: bool = False
-
-    def __post_init__(self) -> None:
-        self.folders = [Path(f).expanduser().absolute() for f in self.folders]
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        cache: ProxyCache,
+        session: str | None = None,
+        settings: ProxySettings | None = None,
+        jobs: int | None = None,
+        patterns: Sequence[str] = VIDEO_PATTERNS,
+        max_bytes: int | None = None,
+        settle: float = 5.0,
+        quiet: float = 0.5,
+        poll: bool = False,
+    ) -> None:
+        self.folders = [Path(f).expanduser().absolute() for f in folders]
         for folder in self.folders:
             if not folder.is_dir():
                 raise BadInputError(folder, "not a folder" if folder.exists() else "no such folder")
+        self.jobs = default_jobs() if jobs is None else jobs
         if self.jobs < 1:
             raise BadInputError(None, f"jobs must be at least 1, got {self.jobs}")
+        self.cache = cache
+        self.session = session
+        self.settings = settings or ProxySettings()
+        self.patterns = patterns
+        self.max_bytes = max_bytes
+        self.poll = poll
+        self.exit_code = 0  # the highest exit code among failed segments (see errors.py)
+        self._cache_root = cache.root.resolve()
         self._stop = threading.Event()
-        self._pending: dict[Path, _Pending] = {}
-        self._ready: dict[Path, tuple[int, int]] = {}  # complete, waiting for a worker
-        self._handled: dict[Path, tuple[int, int]] = {}  # done or failed, as of this (size, mtime_ns)
-        self._encodes: list[Encode] = []
-        self._missing: set[Path] = set()
-        self._events = _Events()
-        self._observer: object | None = None
-        self._close_events = False  # does the observer report close-write?
-        self._watches: dict[Path, object] = {}
+        # The three stages a segment goes through: not complete yet, waiting
+        # for a worker (newest first), encoding.
+        self._detector = CompletenessDetector(settle, quiet)
+        self._ready: dict[Path, Complete] = {}
+        self._encodes: dict[Path, _Job] = {}
         self._done = 0
         self._failed = 0
-        self.exit_code = 0  # the highest exit code among failed segments (see errors.py)
         self._last_lag: float | None = None
-        self._completed_at: dict[Path, float] = {}
-        self._cache_root = self.cache.root.resolve()
+        self._events = _Events(self._detector)
+        self._observer: object | None = None
+        self._watches: dict[Path, object] = {}
 
     # -- control ------------------------------------------------------------------
 
@@ -154,8 +160,10 @@ class SegmentWatcher:
         self._stop.set()
 
     def status(self) -> WatchStatus:
-        encoding = tuple((e.source.name, e.done, e.total, e.fps) for e in self._encodes)
-        return WatchStatus(len(self._ready), len(self._pending), encoding, self._done, self._failed, self._last_lag)
+        """Safe to call from another thread (a status line's refresh)."""
+        progress = [(j.segment.path.name, j.encode.progress) for j in tuple(self._encodes.values())]
+        encoding = tuple((name, p.done, p.total, p.fps) for name, p in progress)
+        return WatchStatus(len(self._ready), len(self._detector.pending), encoding, self._done, self._failed, self._last_lag)
 
     def run(self, once: bool = False) -> int:
         """Watch until stopped (or, ``once``, until all present segments are
@@ -168,19 +176,19 @@ class SegmentWatcher:
         if not self.poll and not once:
             self._start_observer()
         try:
-            last_scan = 0.0
+            last_scan: float | None = None
             while not self._stop.is_set():
                 now = time.monotonic()
-                if now - last_scan >= _RESCAN or last_scan == 0.0:
+                if last_scan is None or now - last_scan >= _RESCAN:
                     self._scan()
                     last_scan = now
                 self._drain_events()
-                self._check_pending()
+                self._apply(self._detector.check())
                 self._reap()
                 self._dispatch()
-                if once and not self._pending and not self._ready and not self._encodes:
+                if once and not self._detector.pending and not self._ready and not self._encodes:
                     break
-                wait_any(self._encodes, _TICK)
+                wait_any((j.encode for j in self._encodes.values()), _TICK)
         finally:
             self._shutdown()
         return self._failed
@@ -194,12 +202,12 @@ class SegmentWatcher:
             observer = Observer()
             observer.start()
         except Exception as exc:  # no inotify (limits, platform): the settle rule still works
-            log.warning("file events unavailable (%s); judging segments by a %.1f s settle time", exc, self.settle)
+            log.warning("file events unavailable (%s); judging segments by a %.1f s settle time", exc, self._detector.settle)
             return
         self._observer = observer
         # Only inotify reports close-write; elsewhere (FSEvents, Windows) events
         # just restart the settle clock.
-        self._close_events = type(observer).__name__.startswith("Inotify")
+        self._detector.close_events = type(observer).__name__.startswith("Inotify")
         for folder in self.folders:
             self._schedule(folder)
 
@@ -214,7 +222,9 @@ class SegmentWatcher:
         try:
             self._watches[folder] = observer.schedule(self._events, str(folder), recursive=False)  # type: ignore[attr-defined]
         except OSError as exc:
-            log.warning("%s: no file events (%s); judging segments by a %.1f s settle time", folder, exc.strerror or exc, self.settle)
+            log.warning(
+                "%s: no file events (%s); judging segments by a %.1f s settle time", folder, exc.strerror or exc, self._detector.settle
+            )
 
     def _matches(self, path: Path) -> bool:
         name = path.name.lower()
@@ -225,179 +235,118 @@ class SegmentWatcher:
         return not path.is_relative_to(self._cache_root)
 
     def _scan(self) -> None:
-        """List the folders: new segments become pending; vanished folders are reported."""
-        now = time.monotonic()
+        """List the folders (I/O) and tell the detector what is there."""
         for folder in self.folders:
             try:
-                listing = list(os.scandir(folder))
+                entries = list(os.scandir(folder))
             except OSError as exc:
-                if folder not in self._missing:
-                    self._missing.add(folder)
-                    log.warning("%s: folder unavailable (%s); waiting for it to return", folder, exc.strerror or exc)
-                    self._forget_folder(folder)
+                self._apply(self._detector.unavailable(folder, str(exc.strerror or exc)))
                 continue
-            if folder in self._missing:
-                self._missing.discard(folder)
-                log.warning("%s: folder is back", folder)
-                self._schedule(folder)
-            for entry in listing:
+            listing: dict[Path, FileState] = {}
+            for entry in entries:
                 path = Path(entry.path)
-                if path in self._pending or path in self._ready or not self._matches(path):
-                    continue
-                with contextlib.suppress(OSError):
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                    stat = (st.st_size, st.st_mtime_ns)
-                    if self._handled.get(path) == stat:
-                        continue
-                    if any(e.source == path for e in self._encodes):
-                        continue
-                    # Unchanged since long enough ago (by its mtime) counts as settled already.
-                    age = max(0.0, time.time() - st.st_mtime)
-                    self._pending[path] = _Pending(stat, now - min(age, self.settle))
-
-    def _forget_folder(self, folder: Path) -> None:
-        for path in [p for p in (*self._pending, *self._ready) if p.parent == folder]:
-            self._drop(path, "its folder disappeared")
+                if self._matches(path):
+                    with contextlib.suppress(OSError):
+                        if entry.is_file():
+                            listing[path] = FileState.of(entry.stat())
+            self._apply(self._detector.scanned(folder, listing))
 
     def _drain_events(self) -> None:
-        now = time.monotonic()
         while True:
             try:
-                kind, src = self._events.queue.get_nowait()
+                feed, src = self._events.queue.get_nowait()
             except queue.Empty:
                 return
             path = Path(src)
-            if not self._matches(path):
-                continue
-            if kind == "gone":
-                self._drop(path, "deleted")
-                continue
-            pending = self._pending.get(path)
-            if pending is None:
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue
-                pending = self._pending[path] = _Pending((st.st_size, st.st_mtime_ns), now)
-                self._ready.pop(path, None)
-            if kind == "written":
-                pending.witnessed = self._close_events
-                pending.closed_at = None
-                pending.changed_at = now
-            else:
-                pending.closed_at = now
+            if self._matches(path):
+                self._apply(feed(path))
 
-    def _check_pending(self) -> None:
-        """Promote complete segments to the ready queue."""
-        now = time.monotonic()
-        for path, p in list(self._pending.items()):
-            try:
-                st = path.stat()
-            except OSError:
-                self._drop(path, "deleted")
-                continue
-            stat = (st.st_size, st.st_mtime_ns)
-            if stat != p.stat:
-                p.stat, p.changed_at = stat, now
-                continue
-            if p.witnessed:
-                complete = p.closed_at is not None and now - max(p.closed_at, p.changed_at) >= self.quiet
-            else:
-                complete = now - p.changed_at >= self.settle or (p.closed_at is not None and now - p.closed_at >= self.quiet)
-            if not complete:
-                continue
-            del self._pending[path]
-            if self._handled.get(path) == stat:
-                continue  # closed again without a change (e.g. a reader that opened it for writing)
-            self._ready[path] = stat
-            self._completed_at[path] = st.st_mtime  # its last write: lag is measured from here
-            log.info("complete: %s (%.1f MB)", path, stat[0] / 1e6)
+    def _apply(self, changes: list[Change]) -> None:
+        """Act on what the detector reports."""
+        for change in changes:
+            if isinstance(change, Complete):
+                self._ready[change.path] = change
+                log.info("complete: %s (%.1f MB)", change.path, change.state.size / 1e6)
+            elif isinstance(change, Gone):
+                self._drop(change.path, change.reason, logged=not change.was_complete)
+            elif isinstance(change, FolderUnavailable):
+                log.warning("%s: folder unavailable (%s); waiting for it to return", change.folder, change.reason)
+            elif isinstance(change, FolderBack):
+                log.warning("%s: folder is back", change.folder)
+                self._schedule(change.folder)
 
-    def _drop(self, path: Path, why: str) -> None:
-        dropped = self._pending.pop(path, None) is not None
-        dropped = self._ready.pop(path, None) is not None or dropped
-        for e in [e for e in self._encodes if e.source == path]:
-            e.stop()
-            e.close()
-            self._encodes.remove(e)
+    def _drop(self, path: Path, why: str, logged: bool = False) -> None:
+        """Forget ``path``'s place in the queue and stop its encode; log it if
+        anything was dropped (or ``logged``: it was still being written)."""
+        dropped = self._ready.pop(path, None) is not None
+        job = self._encodes.pop(path, None)
+        if job is not None:
+            job.encode.stop()
+            job.encode.close()
             self.cache.remove_leftovers(self.session)
-            dropped = True
-        self._completed_at.pop(path, None)
-        if dropped:
+        if dropped or job is not None or logged:
             log.warning("dropped %s: %s", path, why)
 
     # -- encoding -----------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Start encodes of the newest ready segments while workers are free."""
-        while self._ready and len(self._encodes) < self.jobs and not self._stop.is_set():
-            path = max(self._ready, key=lambda p: (self._ready[p][1], str(p)))
-            stat = self._ready.pop(path)
+        """Start encodes of the newest ready segments while workers are free.
+
+        A segment being written again waits for the detector's verdict, and
+        one already encoding waits for that encode to end."""
+        while len(self._encodes) < self.jobs and not self._stop.is_set():
+            startable = [s for p, s in self._ready.items() if p not in self._encodes and p not in self._detector.pending]
+            if not startable:
+                return
+            segment = max(startable, key=lambda s: (s.state.mtime_ns, str(s.path)))
+            del self._ready[segment.path]
             try:
-                if self.cache.lookup(path, self.session, self.settings) is not None:
-                    self._handled[path] = stat
-                    log.info("proxy already valid: %s", path)
+                if self.cache.lookup(segment.path, self.session, self.settings) is not None:
+                    log.info("proxy already valid: %s", segment.path)
                     continue
             except ScrubProxyError:
                 pass  # the encode reports it properly
-            log.info("encoding %s", path)
-            encode = start_encode(self.cache, path, self.session, self.settings)
-            encode.stat = stat
-            self._encodes.append(encode)
+            log.info("encoding %s", segment.path)
+            self._encodes[segment.path] = _Job(segment, start_encode(self.cache, segment.path, self.session, self.settings))
 
     def _reap(self) -> None:
-        for e in list(self._encodes):
-            e.poll()
-            if e.outcome is None and not e.finished:
-                continue
-            e.process.join(5.0)  # it has said its last word (or died): let it exit
-            e.poll()
-            self._encodes.remove(e)
-            e.close()
-            self._finish(e)
+        for path, job in list(self._encodes.items()):
+            job.encode.poll()
+            if job.encode.finished:
+                del self._encodes[path]
+                self._finish(job, job.encode.close())
 
-    def _finish(self, e: Encode) -> None:
-        if not e.source.exists():
-            self._completed_at.pop(e.source, None)
-            log.warning("dropped %s: deleted", e.source)
+    def _finish(self, job: _Job, outcome: Outcome) -> None:
+        source = job.segment.path
+        if not source.exists():
+            log.warning("dropped %s: deleted", source)
             self.cache.remove_leftovers(self.session)
             return
-        # Remembered as of when the encode started: a segment that changed since
-        # differs from this on the next scan and is handled again.
-        stat = e.stat or (0, 0)
-        outcome = e.outcome or ("failed", 4, str(e.source), f"encoder process died (exit status {e.exitcode})")
-        completed = self._completed_at.pop(e.source, time.time())
-        if outcome[0] == "done":
-            proxy = Path(outcome[1])
-            self._handled[e.source] = stat
+        if isinstance(outcome, Done):
             self._done += 1
-            self._last_lag = lag = time.time() - completed
+            self._last_lag = lag = time.time() - job.segment.last_write
             log.info(
                 "proxy ready: %s -> %s (encode %.1f s, %.1f s after the segment completed)",
-                e.source,
-                proxy,
-                time.monotonic() - e.started,
+                source,
+                outcome.proxy,
+                time.monotonic() - job.encode.started,
                 lag,
             )
             if self.max_bytes is not None:
-                enforce_budget(self.cache, self.max_bytes, keep=[proxy])
-        else:
-            self.cache.remove_leftovers(self.session)
-            if outcome[0] == "stopped":
-                return
-            self._handled[e.source] = stat
+                enforce_budget(self.cache, self.max_bytes, keep=[outcome.proxy])
+            return
+        self.cache.remove_leftovers(self.session)
+        if isinstance(outcome, Failed):  # (a Stopped encode is no failure: it was asked to stop)
+            # Not retried here: the detector reports this segment again only once it changes.
             self._failed += 1
-            _, code, where, reason = outcome
-            self.exit_code = max(self.exit_code, int(code))
-            log.error("skipped %s: %s (exit code %s; retried when it changes)", where, reason, code)
+            self.exit_code = max(self.exit_code, outcome.code)
+            log.error("skipped %s: %s (exit code %s; retried when it changes)", outcome.path, outcome.reason, outcome.code)
 
     def _shutdown(self) -> None:
-        for e in self._encodes:
-            e.stop()
-            e.close()
-            log.warning("stopped encoding %s", e.source)
+        for job in self._encodes.values():
+            job.encode.stop()
+            job.encode.close()
+            log.warning("stopped encoding %s", job.segment.path)
         if self._encodes:
             self._encodes.clear()
             self.cache.remove_leftovers(self.session)

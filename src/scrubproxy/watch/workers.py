@@ -8,6 +8,10 @@ the parent sweeps what it left (``ProxyCache.remove_leftovers``). Children
 come from a fork server with the media engine preloaded (fast to start, and
 no fork of a process that runs threads), and on Linux they die with the fork
 server, so a watcher killed with SIGKILL leaves no encoder running on.
+
+The encode itself (:func:`encode_segment`) knows nothing of processes: what it
+reports are plain values (:mod:`.messages`), so another place to run it (a
+cluster worker) can reuse it as it is.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ..cache import ProxyCache
 from ..errors import ScrubProxyError
 from ..settings import ProxySettings
+from .messages import Done, Failed, Outcome, Progress, Stopped
 
 #: Added to the watcher's niceness for encoders: the recorder keeps its frames.
 ENCODER_NICE = 10
@@ -57,87 +62,110 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def encode_segment(
+    root: str, source: str, session: str | None, settings: ProxySettings, progress: Callable[[Progress], None]
+) -> Done | Failed:
+    """Ensure the proxy of ``source`` in the cache at ``root``; a failure is returned, not raised.
+
+    Wherever it runs (here a child process), ``progress`` gets a
+    :class:`Progress` at most every quarter second. ``KeyboardInterrupt``
+    (a stop request, not an ``Exception``) passes through, after the encode
+    removed its temporary files.
+    """
+    last = 0.0
+
+    def report(done: int, total: int | None, fps: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= _PROGRESS_EVERY:
+            last = now
+            progress(Progress(done, total, fps))
+
+    try:
+        return Done(ProxyCache(root).ensure(source, session, settings, progress=report))
+    except ScrubProxyError as exc:
+        return Failed(exc.exit_code, exc.path or Path(source), exc.reason)
+    except Exception as exc:  # a bug or an engine crash: reported as this segment's failure
+        return Failed(4, Path(source), f"encoder error: {type(exc).__name__}: {exc}")
+
+
 def _encode_child(
     root: str, source: str, session: str | None, settings: ProxySettings, conn: multiprocessing.connection.Connection
 ) -> None:
-    """Child process body: ensure one proxy, send ("done", path) or ("failed", code, path, reason)."""
+    """Child process body: send :class:`Progress` messages, then one outcome."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     with contextlib.suppress(OSError):
         os.nice(ENCODER_NICE)
-    last = 0.0
-
-    def progress(done: int, total: int | None, fps: float) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= _PROGRESS_EVERY:
-            last = now
-            conn.send(("progress", done, total, fps))
-
+    outcome: Outcome
     try:
         try:
-            outcome: tuple[Any, ...] = ("done", str(ProxyCache(root).ensure(source, session, settings, progress=progress)))
+            outcome = encode_segment(root, source, session, settings, conn.send)
         finally:  # the encode cleaned up after itself; from here on a signal just ends the process
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-    except ScrubProxyError as exc:
-        outcome = ("failed", exc.exit_code, str(exc.path) if exc.path else source, exc.reason)
     except KeyboardInterrupt:
-        outcome = ("stopped",)
-    except Exception as exc:  # a bug or an engine crash: reported as this segment's failure
-        outcome = ("failed", 4, source, f"encoder error: {type(exc).__name__}: {exc}")
+        outcome = Stopped()
     with contextlib.suppress(OSError):
         conn.send(outcome)
     conn.close()
 
 
-@dataclass
 class Encode:
-    """One running child encode, as the watcher sees it."""
+    """One running child encode, as the watcher sees it: latest progress, then its outcome."""
 
-    source: Path
-    process: Any
-    conn: multiprocessing.connection.Connection
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    total: int | None = None
-    fps: float = 0.0
-    outcome: tuple[Any, ...] | None = None
-    exitcode: int | None = None
-    stat: tuple[int, int] | None = None  # (size, mtime_ns) of the source when the encode started
+    def __init__(self, source: Path, process: Any, conn: multiprocessing.connection.Connection) -> None:
+        self.source = source
+        self.started = time.monotonic()
+        self.progress = Progress()
+        self._process = process
+        self._conn = conn
+        self._outcome: Outcome | None = None
 
     def poll(self) -> None:
         """Read every message the child has sent (never blocks)."""
         with contextlib.suppress(EOFError, OSError):
-            while self.conn.poll():
-                msg = self.conn.recv()
-                if msg[0] == "progress":
-                    _, self.done, self.total, self.fps = msg
+            while self._conn.poll():
+                msg = self._conn.recv()
+                if isinstance(msg, Progress):
+                    self.progress = msg
                 else:
-                    self.outcome = msg
+                    self._outcome = msg
 
     @property
     def finished(self) -> bool:
-        return not self.process.is_alive()
+        """The child has sent its outcome or ended (call :meth:`close` next)."""
+        return self._outcome is not None or not self._process.is_alive()
+
+    @property
+    def waitables(self) -> list[Any]:
+        """What ``multiprocessing.connection.wait`` wakes on for this encode."""
+        return [self._conn, self._process.sentinel]
 
     def stop(self, grace: float = 3.0) -> None:
         """Ask the child to stop (it cleans up), kill it after ``grace`` seconds."""
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(grace)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(grace)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(grace)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(grace)
         self.poll()
 
-    def close(self) -> None:
-        """Release the pipe and process handles (after the child ended)."""
-        self.exitcode = self.process.exitcode
+    def close(self, grace: float = 5.0) -> Outcome:
+        """Let the child exit (``grace`` seconds), release its pipe and process
+        handles, and return its outcome; a child that died without one failed."""
+        self._process.join(grace)
+        self.poll()
+        exitcode = self._process.exitcode
         with contextlib.suppress(OSError):
-            self.conn.close()
+            self._conn.close()
         with contextlib.suppress(ValueError):
-            self.process.close()
+            self._process.close()
+        if self._outcome is None:
+            self._outcome = Failed(4, self.source, f"encoder process died (exit status {exitcode})")
+        return self._outcome
 
 
 def start_encode(cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings) -> Encode:
@@ -152,9 +180,10 @@ def start_encode(cache: ProxyCache, source: Path, session: str | None, settings:
     return Encode(source, process, parent_end)
 
 
-def wait_any(encodes: list[Encode], timeout: float) -> None:
+def wait_any(encodes: Iterable[Encode], timeout: float) -> None:
     """Sleep until a child reports or ends, or ``timeout`` passes."""
-    if not encodes:
+    waitables = [w for e in encodes for w in e.waitables]
+    if not waitables:
         time.sleep(timeout)
         return
-    multiprocessing.connection.wait([e.conn for e in encodes] + [e.process.sentinel for e in encodes], timeout)
+    multiprocessing.connection.wait(waitables, timeout)

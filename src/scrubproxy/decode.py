@@ -1,0 +1,165 @@
+"""Decoding a source for the encoder: which decoders to try, and a decode thread.
+
+Hardware decoders are tried first when ``hwaccel`` allows; the encoder drops
+one that fails (at open or mid-way) and starts again on the next. CPU decoding
+uses FFmpeg's frame threads and skips the H.264/HEVC loop filter.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import av
+
+from .errors import BadInputError, HardwareDecodeError
+from .probe import SourceInfo, open_container
+
+log = logging.getLogger(__name__)
+
+#: Hardware decoders tried by ``hwaccel="auto"``, in order.
+HWACCEL_CANDIDATES = ("cuda", "vaapi", "qsv", "videotoolbox", "d3d11va")
+
+
+def _available_hwaccels() -> list[str]:
+    try:
+        from av.codec.hwaccel import hwdevices_available
+
+        return list(hwdevices_available())
+    except Exception:  # pragma: no cover - PyAV without hwaccel support
+        return []
+
+
+def decoder_plan(setting: str) -> list[str]:
+    """Decoders to try in order for the ``hwaccel`` setting; ``"cpu"`` is always
+    the last resort except for an explicitly named device, which must work or
+    fail clearly."""
+    available = _available_hwaccels()
+    if setting == "none":
+        return ["cpu"]
+    if setting == "auto":
+        return [d for d in HWACCEL_CANDIDATES if d in available] + ["cpu"]
+    if setting not in available:
+        listed = ", ".join(available) or "none"
+        raise BadInputError(None, f"hwaccel {setting!r} is not available in this FFmpeg build (available: {listed}; or use 'auto' or 'none')")
+    return [setting]
+
+
+def _open_decoder(info: SourceInfo, decoder: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    if decoder == "cpu":
+        container = open_container(info.path)
+        stream = container.streams[info.video.index]
+        stream.thread_type = "AUTO"
+        # The loop filter is a quarter of H.264 decoding; a 1/3-scale proxy
+        # cannot show what it smooths (PSNR is measured in bench/generate.py).
+        stream.codec_context.options = {"skip_loop_filter": "all"}
+        return container, stream
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        container = av.open(str(info.path), hwaccel=HWAccel(decoder, allow_software_fallback=False))
+    except Exception as exc:
+        raise HardwareDecodeError(info.path, f"{decoder} decoder did not open: {exc}") from exc
+    return container, container.streams[info.video.index]
+
+
+def _nominal_ticks(info: SourceInfo) -> int:
+    rate = info.video.average_rate or fractions.Fraction(30)
+    return max(1, round(1 / (rate * info.video.time_base)))
+
+
+class SourceDecoder:
+    """Decodes the source in a thread of its own and hands frames over a short
+    queue, so that decoding overlaps scaling, encoding and muxing.
+
+    Damaged packets are skipped (counted in ``bad_packets``; frames the
+    decoder concealed damage in are counted in ``corrupt_frames``); a damaged or
+    cut-off tail ends the stream early and sets ``partial``. Any other error,
+    and every error of a hardware decoder, is raised from :meth:`frames`.
+    Raises :class:`HardwareDecodeError` at construction when a hardware
+    decoder does not open.
+    """
+
+    _END = object()
+
+    def __init__(self, info: SourceInfo, decoder: str) -> None:
+        self.info, self.decoder = info, decoder
+        self.container, self.stream = _open_decoder(info, decoder)
+        self.partial = False
+        self.bad_packets = 0
+        self.corrupt_frames = 0
+        self.tail_error = ""
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="scrubproxy-decode", daemon=True)
+
+    def _decode_packets(self) -> None:
+        packets = self.container.demux(self.stream)
+        while not self._stop.is_set():
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self.partial = True
+                self.tail_error = str(exc)
+                return
+            try:
+                frames = self.stream.decode(packet)
+            except av.error.InvalidDataError as exc:
+                if self.decoder != "cpu":
+                    raise HardwareDecodeError(self.info.path, f"{self.decoder} decoder failed: {exc}") from exc
+                self.bad_packets += 1
+                log.debug("%s: skipped a damaged packet (pts %s): %s", self.info.path, packet.pts, exc)
+                continue
+            for frame in frames:
+                if frame.is_corrupt:
+                    self.corrupt_frames += 1
+                self._put(frame)
+
+    def _run(self) -> None:
+        try:
+            self._decode_packets()
+        except BaseException as exc:  # handed to the consumer thread
+            if self.decoder != "cpu" and not isinstance(exc, HardwareDecodeError):
+                exc = HardwareDecodeError(self.info.path, f"{self.decoder} decoder failed: {exc}")
+            self._error = exc
+        finally:
+            self._put(self._END)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(source pts, frame) in presentation order. A frame without pts gets
+        its dts, or the previous pts plus one nominal frame duration."""
+        self._thread.start()
+        nominal = _nominal_ticks(self.info)
+        previous: int | None = None
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                break
+            pts = item.pts if item.pts is not None else item.dts
+            if pts is None:
+                pts = previous + nominal if previous is not None else 0
+            previous = pts
+            yield pts, item
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop the decode thread (it checks between packets) before freeing the container under it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.container.close()
