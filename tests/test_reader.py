@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scrubproxy import ProxyCache
+from scrubproxy import ProxyCache, ProxySettings
 from scrubproxy.reader import ProxyReader, complete_jpeg
 from scrubproxy.samples import read_index
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ScrubProxyError
+from .probe import iso_boxes
 
 #: Seconds between looks at a file whose reader waits at its end.
 POLL = 0.02
@@ -182,3 +183,35 @@ class GrowingFile(io.RawIOBase):
             os.close(self._fd)
             self._fd = -1
         super().close()
+
+
+def followable(path: Path) -> bool | None:
+    """Can this file be read while it is written? Matroska/WebM, MPEG-TS (also
+    192-byte M2TS), FLV and fragmented MP4/MOV (a ``moov`` with ``mvex`` before any
+    media) can; a plain MP4/MOV, whose index is written at the end, cannot.
+    None while too few bytes are there to tell (reads at most a few boxes' headers)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(400)
+    except OSError:
+        return None
+    if len(head) < 12:
+        return None
+    if head[:4] == b"\x1a\x45\xdf\xa3" or head[:3] == b"FLV":
+        return True
+    if head[0] == 0x47 and (len(head) <= 188 or head[188] == 0x47):
+        return True if len(head) > 188 else None
+    if head[4] == 0x47 and len(head) > 196 and head[196] == 0x47:
+        return True
+    if head[4:8] not in (b"ftyp", b"moov", b"free", b"skip", b"wide", b"mdat"):
+        return False
+    for kind, pos, size in iso_boxes(path, limit=8):
+        if kind == b"mdat" or kind == b"moof":
+            return kind == b"moof"
+        if kind == b"moov":
+            if size is None:
+                return None
+            with open(path, "rb") as f:
+                f.seek(pos)
+                return b"mvex" in f.read(size)
+    return None

@@ -25,7 +25,6 @@ the segment is proxied when complete, never served with a frame out of place.
 from __future__ import annotations
 
 import contextlib
-import fractions
 import logging
 import os
 import queue
@@ -40,11 +39,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .encode import _convert_workers, _Converter, _frame_pts, filter_chain, jpeg_quality, proxy_geometry
+from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
+from .decode import frame_pts, nominal_ticks
 from .errors import ScrubProxyError, SourceUnreadableError
-from .framemap import FrameMapHeader, FrameMapWriter
 from .growing import FollowStopped, GrowingFile, SourceChangedError
-from .mkvwriter import MAX_CLUSTER_SPAN_MS, MatroskaWriter
+from .mux import ProxyWriter
 from .probe import SourceInfo, choose_video_stream, describe
 from .settings import ProxySettings
 
@@ -54,8 +53,6 @@ log = logging.getLogger(__name__)
 EDGE_WAIT = 0.2
 #: At most this many seconds between publishes while frames arrive.
 BATCH = 0.5
-#: The proxy's time base: Matroska milliseconds.
-PROXY_TIME_BASE = fractions.Fraction(1, 1000)
 #: Demuxer probing while following: FFmpeg's defaults (5 MB, 5 s) would hold
 #: back the first frame of a recording for seconds.
 OPEN_OPTIONS = {"probesize": "1000000", "analyzeduration": "1000000"}
@@ -72,7 +69,7 @@ class LiveOrderError(ScrubProxyError):
 
 @dataclass(frozen=True)
 class FollowResult:
-    """A followed segment, every frame published; not yet finished (see :meth:`LiveProxyFiles.finish`)."""
+    """A followed segment, every frame published; not yet finished (see :meth:`ProxyWriter.finish`)."""
 
     info: SourceInfo
     source_pts: np.ndarray
@@ -81,74 +78,6 @@ class FollowResult:
     build_id: str
     ended_early: str | None = None  # why decoding stopped before the end of the file (damaged or cut tail)
     warnings: tuple[str, ...] = field(default=())
-
-
-class LiveProxyFiles:
-    """A proxy and its frame map being written under their final names (I/O).
-
-    :meth:`add` buffers frames; :meth:`publish` appends them as one cluster and
-    makes them visible; :meth:`finish` writes the index and marks the map
-    complete; :meth:`abort` deletes both files.
-    """
-
-    def __init__(self, proxy_path: Path, frames_path: Path, info: SourceInfo, width: int, height: int, build_id: bytes) -> None:
-        self.proxy_path, self.frames_path = proxy_path, frames_path
-        self.info = info
-        self._mkv = MatroskaWriter(proxy_path, width, height)
-        try:
-            header = FrameMapHeader(0, info.video.time_base, info.video.start_pts, PROXY_TIME_BASE, 0, build_id, complete=False)
-            self._map = FrameMapWriter(frames_path, header)
-        except BaseException:
-            self._mkv.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(proxy_path)
-            raise
-        self._ms_per_tick = float(info.video.time_base) * 1000
-        self._batch: list[tuple[int, bytes, int]] = []  # (proxy ms, jpeg, source pts)
-        self.source_pts: list[int] = []
-        self._last_ms: int | None = None
-        self.published = 0
-
-    def add(self, source_pts: int, jpeg: bytes) -> None:
-        ms = round((source_pts - self.info.video.start_pts) * self._ms_per_tick)
-        if self._last_ms is not None and ms <= self._last_ms:
-            ms = self._last_ms + 1  # strictly increasing: no two frames may merge
-        if self._batch and ms - self._batch[0][0] > MAX_CLUSTER_SPAN_MS:
-            self.publish()
-        self._last_ms = ms
-        self._batch.append((ms, jpeg, source_pts))
-
-    def publish(self) -> int:
-        """Write the buffered frames and publish them; returns the frames published so far."""
-        if self._batch:
-            located = self._mkv.write_cluster([(ms, jpeg) for ms, jpeg, _ in self._batch])
-            self._map.append(
-                np.array([s for _, _, s in self._batch], np.int64),
-                np.array([ms for ms, _, _ in self._batch], np.int64),
-                np.array([o for o, _ in located], np.uint64),
-                np.array([n for _, n in located], np.uint32),
-            )
-            self.source_pts.extend(s for _, _, s in self._batch)
-            self._batch.clear()
-            self._map.publish(self._mkv.size)
-            self.published = self._map.published
-        return self.published
-
-    def finish(self) -> None:
-        """Publish what is buffered, write the proxy's index and mark the frame map complete (fsynced)."""
-        self.publish()
-        ms = [round((s - self.info.video.start_pts) * self._ms_per_tick) for s in self.source_pts[-2:]]
-        last = (ms[-1] - ms[-2]) if len(ms) == 2 else round(1000 / float(self.info.video.average_rate or 30))
-        self._mkv.finish((self._last_ms or 0) + max(last, 1))
-        self._map.finish(os.stat(self.proxy_path).st_size)
-
-    def abort(self) -> None:
-        """Close and delete both files (what was followed is not this recording)."""
-        self._mkv.close()
-        self._map.close()
-        for p in (self.proxy_path, self.frames_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
 
 
 class _LiveDecoder:
@@ -182,7 +111,7 @@ class _LiveDecoder:
         self._last: int | None = None
         self._early: set[int] = set()  # published ahead of the main decoder
         self._deltas: deque[int] = deque(maxlen=32)
-        self._nominal = max(1, round(1 / ((self.stream.average_rate or fractions.Fraction(30)) * self.stream.time_base)))
+        self._nominal = nominal_ticks(self.stream.time_base, self.stream.average_rate)
         self._first: av.VideoFrame | None = None
         self._decoded = self._frames()
         self.info = self._describe_first()
@@ -261,7 +190,7 @@ class _LiveDecoder:
     def _accept(self, decoded: list[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         for frame in decoded:
             self._out += 1
-            pts = _frame_pts(frame, self._last, self._nominal)
+            pts = frame_pts(frame, self._last, self._nominal)
             frame.pts = pts
             if self._last is not None and pts <= self._last:
                 if pts in self._early:
@@ -320,9 +249,9 @@ def follow_proxy(
     build_id: bytes,
     is_done: Callable[[], bool],
     stop: threading.Event | None = None,
-    on_start: Callable[[LiveProxyFiles], None] | None = None,
+    on_start: Callable[[ProxyWriter], None] | None = None,
     on_publish: PublishCallback | None = None,
-) -> tuple[LiveProxyFiles, FollowResult]:
+) -> tuple[ProxyWriter, FollowResult]:
     """Follow ``source`` until ``is_done()``, publishing frames into the live
     proxy at ``proxy_path``/``frames_path`` as they arrive.
 
@@ -334,24 +263,26 @@ def follow_proxy(
     ``FollowStopped`` when ``stop`` was set).
     """
     growing = GrowingFile(source, is_done, stop)
-    files: LiveProxyFiles | None = None
+    files: ProxyWriter | None = None
     decoder: _LiveDecoder | None = None
-    converter: _Converter | None = None
+    converter: ConversionPool | None = None
     try:
         decoder = _LiveDecoder(growing, settings.stream)
         info = decoder.info
         geometry = proxy_geometry(info, settings)
-        converter = _Converter(filter_chain(info, geometry), jpeg_quality(settings.quality), _convert_workers())
-        files = LiveProxyFiles(proxy_path, frames_path, info, geometry.width, geometry.height, build_id)
+        converter = ConversionPool(filter_chain(info, geometry), jpeg_quality(settings.quality))
+        files = ProxyWriter(proxy_path, frames_path, info, geometry, build_id)
         if on_start is not None:
             on_start(files)
         pending: deque[tuple[Future, int]] = deque()
+        followed: list[int] = []
         last_publish = time.monotonic()
 
         def collect(wait: bool) -> None:
             while pending and (wait or pending[0][0].done()):
                 future, pts = pending.popleft()
                 files.add(pts, future.result())
+                followed.append(pts)
 
         def publish() -> None:
             nonlocal last_publish
@@ -367,7 +298,7 @@ def follow_proxy(
                 collect(wait=len(pending) > converter.workers + 2)
                 if time.monotonic() - last_publish >= BATCH:
                     publish()
-            elif pending or files._batch:
+            elif pending or files.pending:
                 publish()  # the recorder is between bursts: show what there is now
         publish()
         warnings = []
@@ -375,7 +306,7 @@ def follow_proxy(
             warnings.append(f"source ends in damaged or cut-off data after frame {files.published} ({decoder.ended_early})")
         result = FollowResult(
             info=info,
-            source_pts=np.asarray(files.source_pts, np.int64),
+            source_pts=np.asarray(followed, np.int64),
             width=geometry.width,
             height=geometry.height,
             build_id=build_id.hex(),
