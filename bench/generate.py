@@ -7,7 +7,9 @@ PSNR of each proxy against the source decoded in full and box-downscaled,
 (a) in RGB as every player decodes a JPEG (BT.601), which includes the
 reference's colour-matrix error, and (b) in luma against each proxy's own
 matrix, which isolates scaling + compression loss. Also: a 4K source's peak
-RSS and the cost of a cache hit in the library.
+RSS, the cost of a cache hit in the library, and a row for a 1080p PQ (HDR10)
+HEVC source, tone-mapped to SDR, with the filter chain's cost per frame
+against the SDR chain's.
 
     python bench/generate.py [--rounds 3] [--seconds 30]
 """
@@ -100,6 +102,53 @@ def hit_cost(src: Path, cache_dir: Path) -> dict:
     return {"median_ms": statistics.median(times), "p99_ms": percentile(times, 99)}
 
 
+def pq_source(seconds: int = 4) -> Path:
+    """1080p30 10-bit HEVC, PQ, BT.2020, HDR10 metadata (MaxCLL 1000): made once."""
+    from scrubproxy.samples import make_hdr_recording
+
+    path = common.MEDIA / f"pq-1080p30-{seconds}s.mkv"
+    if not path.exists():
+        make_hdr_recording(path, "pq", frames=30 * seconds, width=1920, height=1080)
+    return path
+
+
+def chain_ms(src: Path, frames: int = 60) -> float:
+    """Median cost (ms) of the proxy filter chain on one decoded frame of ``src``, one thread."""
+    import av.filter
+
+    from scrubproxy.encode import filter_chain, proxy_geometry
+    from scrubproxy.probe import probe
+
+    info = probe(src)
+    with av.open(str(src)) as c:
+        frame = next(c.decode(video=0))
+    graph = av.filter.Graph()
+    graph.threads = 1  # as each conversion worker runs it
+    node = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=frame.time_base)
+    for name, args in filter_chain(info, proxy_geometry(info, ProxySettings())):
+        nxt = graph.add(name, args) if args else graph.add(name)
+        node.link_to(nxt)
+        node = nxt
+    sink = graph.add("buffersink")
+    node.link_to(sink)
+    graph.configure()
+    times = []
+    for _ in range(frames):
+        t = time.perf_counter()
+        graph.push(frame)
+        graph.pull()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def pq_row(work: Path) -> dict:
+    """Encode the PQ source as a child process, and the chain costs (HDR, and SDR on the H.264 source)."""
+    src = pq_source()
+    run = timed(ours_cmd(src, work / "cache-pq"), env={"PYTHONPATH": str(common.BENCH.parent / "src")})
+    proxy = ProxyCache(work / "cache-pq").lookup(src, settings=ProxySettings(hwaccel="none"))
+    return {"run": run, "seconds": 4.0, "size": proxy.stat().st_size if proxy else None, "chain_ms_pq": chain_ms(src), "chain_ms_sdr": chain_ms(hd_source(2))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -127,6 +176,7 @@ def main() -> None:
         uhd = uhd_source()
         uhd_run = timed(ours_cmd(uhd, work / "cache4k"), env={"PYTHONPATH": str(common.BENCH.parent / "src")})
         hit = hit_cost(src, work / "cache")
+        pq = pq_row(work)
         sizes = {"ours": ours_proxy.stat().st_size, "reference": (work / "ref.avi").stat().st_size if have_ffmpeg else None}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -134,7 +184,7 @@ def main() -> None:
     def med(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
 
-    summary = {"source": src.name, "duration_s": duration, "rounds": args.rounds, "runs": runs, "quality": q, "uhd": uhd_run, "hit": hit, "sizes": sizes}
+    summary = {"source": src.name, "duration_s": duration, "rounds": args.rounds, "runs": runs, "quality": q, "uhd": uhd_run, "hit": hit, "sizes": sizes, "pq": pq}
     rows = []
     for side in ("ours", "reference"):
         if not runs[side]:
@@ -152,6 +202,19 @@ def main() -> None:
                 f"{q[side]['psnr_luma_own_matrix']:.2f}" if q else "-",
             ]
         )
+    pq_wall = pq["run"]["wall"]
+    rows.append(
+        [
+            "scrubproxy, 1080p30 PQ HEVC (tone-mapped)",
+            f"{pq['seconds'] / pq_wall:.2f}x",
+            f"{pq_wall:.2f}",
+            f"{pq['run']['cpu']:.1f}",
+            f"{pq['run']['rss_mb']:.0f}",
+            f"{pq['size'] / 1e6 / (pq['seconds'] / 60):.0f}" if pq["size"] else "-",
+            "-",
+            "-",
+        ]
+    )
     speedup = med("reference", "wall") / med("ours", "wall") if runs["reference"] else None
     paired = sorted(r["wall"] / o["wall"] for o, r in zip(runs["ours"], runs["reference"]))
     summary["speedup_vs_reference"] = speedup
@@ -162,6 +225,7 @@ def main() -> None:
     if speedup:
         print(f"speed ratio (reference wall / ours): {speedup:.2f}x (medians); per round: {', '.join(f'{x:.2f}x' for x in paired)}")
     print(f"4K source ({uhd.name}): peak RSS {uhd_run['rss_mb']:.0f} MB, {3 / uhd_run['wall']:.2f}x realtime")
+    print(f"filter chain per 1080p frame, one thread: PQ tone map {pq['chain_ms_pq']:.2f} ms, SDR {pq['chain_ms_sdr']:.2f} ms")
     print(f"cache hit (ensure on a valid proxy, in-process): median {hit['median_ms']:.3f} ms, p99 {hit['p99_ms']:.3f} ms")
     print(f"results: {out}")
 

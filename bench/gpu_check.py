@@ -3,7 +3,10 @@
 Makes a 1080p60 H.264 source (and an HEVC one), encodes each proxy with
 ``hwaccel="none"``, ``"cuda"`` and ``"auto"`` in the same run, and reports wall
 time, frames/s, which decoder ran, and whether every proxy frame shows its own
-index. Writes JSON to ``$OUT`` (or bench/results/).
+index. For ``auto`` it also reports the decision (``scrubproxy.hwchoice``): the
+timed decode rate of each candidate and the one chosen, measured afresh (its
+cache root starts empty) and read back from the memory file. Writes JSON to
+``$OUT`` (or bench/results/).
 
     python bench/gpu_check.py [--seconds 10]
 """
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import av
 
-from scrubproxy import ProxyCache, ProxySettings
+from scrubproxy import ProxyCache, ProxySettings, probe
+from scrubproxy.hwchoice import remembered_choice
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import RecordingSpec, make_recording, read_index
 
@@ -39,7 +43,11 @@ def check(source: Path, hwaccel: str, root: Path) -> dict:
     with ProxyReader(path) as r:
         wrong = [k for k in range(len(r)) if read_index(r[k]) != k]
         n = len(r)
-    return {"hwaccel": hwaccel, "decoder": manifest["decoder"], "frames": n, "wall_s": wall, "fps": n / wall, "process_cpu_s": cpu, "wrong_frames": wrong[:10], "exact": not wrong}
+    row = {"hwaccel": hwaccel, "decoder": manifest["decoder"], "frames": n, "wall_s": wall, "fps": n / wall, "process_cpu_s": cpu, "wrong_frames": wrong[:10], "exact": not wrong}
+    if hwaccel == "auto":  # the measurement that made the choice (wall_s includes it: a first encode)
+        choice = remembered_choice(cache.root, probe(source))
+        row["choice"] = choice.as_json() if choice else None
+    return row
 
 
 def main() -> None:
@@ -73,6 +81,11 @@ def main() -> None:
                 results[name].append({"hwaccel": hw, "error": f"{type(exc).__name__}: {exc}"})
         for row in results[name]:
             print(name, json.dumps(row), flush=True)
+        auto = next((r for r in results[name] if r.get("hwaccel") == "auto" and r.get("choice")), None)
+        if auto:
+            rates = ", ".join(f"{d} {'failed' if r is None else f'{r:.0f}'}" for d, r in auto["choice"]["rates"].items())
+            full = {r["hwaccel"]: round(r["fps"]) for r in results[name] if "fps" in r}
+            print(f"{name}: auto chose {auto['choice']['decoder']} (timed decode frames/s: {rates}); full encode frames/s: {full}", flush=True)
     report["results"] = results
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -435,3 +435,68 @@ def test_a_session_encodes_each_proxy_once_and_a_lone_segment_reuses_it(session_
     with Player(session_sources[0], cache=cache, headless=True) as p:
         assert p.segments[0].proxy == proxies[0]  # no re-encode just to play it alone
     assert proxies[0].stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def tone_session(make_media) -> list[Path]:
+    """Three 1 s segments: a 440 Hz tone, no audio track at all, an 880 Hz tone."""
+    return [
+        make_media("tone-0.mp4", frames=30, gop=10, bframes=1, audio=True, tone=440),
+        make_media("tone-1.mp4", frames=30, gop=10, bframes=1),
+        make_media("tone-2.mp4", frames=30, gop=10, bframes=1, audio=True, tone=880),
+    ]
+
+
+def pcm_samples(path: Path) -> np.ndarray:
+    """The s16 mono samples mpv's pcm output wrote (the bytes after the WAV 'data' header)."""
+    data = path.read_bytes() if path.exists() else b""
+    at = data.find(b"data")
+    return np.frombuffer(data[at + 8 :] if at >= 0 else b"", "<i2")
+
+
+def dominant_hz(samples: np.ndarray, rate: int = 48000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(spectrum.argmax())])
+
+
+def test_sound_plays_in_sync_with_its_own_segment_and_never_while_scrubbing(tone_session, cache, tmp_path):
+    wav = tmp_path / "heard.wav"
+    pcm = ["--ao=pcm", f"--ao-pcm-file={wav}", "--audio-format=s16", "--audio-channels=mono", "--audio-samplerate=48000"]
+    with Player(tone_session, cache=cache, headless=True, mpv_args=pcm) as p:
+        assert p.command("get_property", "current-tracks/audio")["selected"]
+        check_random_seeks(p, tmp_path, 30, seed=7, extra=[29, 30, 59, 60, 89])  # sound on: still exact
+        for n in (1, 1, -1, 5, -3):
+            p.step(n)
+        time.sleep(0.3)
+        assert p.command("get_property", "pause") is True
+        assert len(pcm_samples(wav)) == 0, "seeking and stepping made sound"
+        p.seek_frame(0)
+        p.command("set_property", "pause", False)
+        deadline = time.monotonic() + 20
+        while not p.command("get_property", "eof-reached"):
+            assert time.monotonic() < deadline, "the timeline never finished playing"
+            time.sleep(0.05)
+    heard = pcm_samples(wav).astype(np.float64) / 32768
+    assert len(heard) >= int(2.9 * 48000), len(heard)
+    first, middle, last = (heard[int(a * 48000) : int(b * 48000)] for a, b in ((0.1, 0.9), (1.1, 1.9), (2.1, 2.9)))
+    assert abs(dominant_hz(first) - 440) < 5 and abs(dominant_hz(last) - 880) < 5
+    assert np.sqrt(np.mean(middle**2)) < 1e-3 < np.sqrt(np.mean(last**2))  # silence where the source has none
+
+
+def test_sound_stays_in_sync_across_joins_while_playing(tone_session, cache):
+    with Player(tone_session, cache=cache, headless=True) as p:  # --ao=null keeps real time
+        p.seek_frame(15)
+        p.command("set_property", "pause", False)
+        drift = []
+        deadline = time.monotonic() + 10
+        while (p.command("get_property", "time-pos") or 0) < 2.8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(PlayerError):  # not there for a moment at a join
+                drift.append(abs(p.command("get_property", "avsync")))
+        assert len(drift) > 10 and max(drift) < 0.1, drift
+
+
+def test_sources_without_sound_play_without_an_audio_stream(session_sources, cache):
+    with Player(session_sources, cache=cache, headless=True) as p:
+        assert not p.mpv_timeline.has_audio and "!new_stream" not in p.mpv_timeline.edl()
+        assert [t["type"] for t in p.command("get_property", "track-list")] == ["video"]

@@ -43,6 +43,7 @@ import filelock
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, encode_proxy
 from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
+from .hwchoice import MEMORY_FILE_RE, forget_choices
 from .manifest import FileRecord, Manifest, ProxyRecord, SourceRecord, SourceVideo, fsync_dir, mark_used, read_manifest, source_fingerprint, write_manifest
 from .mux import PROXY_CONTAINER
 from .probe import check_source_path
@@ -354,7 +355,7 @@ class ProxyCache:
                 raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
             claim = self._claim_session_dir(sdir, key, owner)
             try:
-                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress)
+                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress, memory_root=self.root)
                 return self._publish(result, sdir, key, owner, settings, before)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -648,6 +649,8 @@ class ProxyCache:
                 continue
             if entry.name == LOCKS_DIR and entry.is_dir(follow_symlinks=False):
                 continue
+            if MEMORY_FILE_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):  # hwaccel auto's measurements
+                continue
             if entry.is_dir(follow_symlinks=False) and SESSION_RE.fullmatch(entry.name) and self._only_ours(Path(entry.path)):
                 continue
             raise CacheRootRefusedError(root, f"refusing to clean: {entry.name!r} was not made by scrubproxy (is this the right --cache-dir?)")
@@ -703,5 +706,7 @@ class ProxyCache:
         for name in self._session_names(session):
             with contextlib.suppress(OSError):
                 (self.root / name).rmdir()  # only when empty: never a file we did not make
+        if session is None and not stale_only:
+            forget_choices(self.root)  # everything goes, hwaccel auto's measurements too
         log.info("cleaned %d proxies from %s", removed, self.root if session is None else self.root / session)
         return removed

@@ -26,6 +26,7 @@ import simplejpeg
 
 from .probe import SourceInfo
 from .settings import ProxySettings
+from .tonemap import hdr_filters
 
 #: Probe's matrix names -> (libavfilter ``scale`` name, ``colorspace`` name).
 _MATRIX_NAMES = {
@@ -93,7 +94,7 @@ def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> FilterChain:
     """
     matrix, rng = source_matrix(info)
     scale_name, space_name = _MATRIX_NAMES[matrix]
-    chain = [
+    chain = hdr_filters(info, geometry.scaled_width, geometry.scaled_height) or [
         (
             "scale",
             f"{geometry.scaled_width}:{geometry.scaled_height}:flags=area"
@@ -103,8 +104,8 @@ def filter_chain(info: SourceInfo, geometry: ProxyGeometry) -> FilterChain:
         ("format", "yuv420p|yuv420p10le"),
         # Primaries and transfer stay as they are (fast=1): only matrix and range change.
         ("colorspace", f"ispace={space_name}:irange={rng}:iprimaries=bt709:itrc=bt709:space=bt470bg:range=pc:primaries=bt709:trc=bt709:fast=1:format=yuv420p"),
-        ("setsar", "1"),
     ]
+    chain.append(("setsar", "1"))
     rotation = info.video.rotation
     if rotation == 90:
         chain.append(("transpose", "cclock"))

@@ -48,7 +48,7 @@ def decoder_plan(setting: str) -> list[str]:
     return [setting]
 
 
-def _open_decoder(info: SourceInfo, decoder: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_decoder(info: SourceInfo, decoder: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     if decoder == "cpu":
         container = open_container(info.path)
         stream = container.streams[info.video.index]
@@ -96,7 +96,7 @@ class SourceDecoder:
 
     def __init__(self, info: SourceInfo, decoder: str) -> None:
         self.info, self.decoder = info, decoder
-        self.container, self.stream = _open_decoder(info, decoder)
+        self.container, self.stream = open_decoder(info, decoder)
         self.partial = False
         self.bad_packets = 0
         self.corrupt_frames = 0

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
-from .decode import SourceDecoder, decoder_plan
+from .decode import SourceDecoder, decoder_plan, open_decoder
+from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
+from .hwchoice import auto_plan, choose_decoder, time_decode
 from .mux import PROXY_CONTAINER, ProxyWriter
 from .probe import SourceInfo, probe
-from .settings import ProxySettings
+from .settings import ProxySettings, resolve_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def _run_pipeline(
 
     try:
         output = ProxyWriter(proxy_path, frame_map_path, info, geometry, build_id)
-        for pts, frame in source.frames():
+        for pts, frame in deinterlaced(info, source.frames()):
             pending.append((converter.submit(frame), pts))
             count += 1
             # Keep every worker busy: one frame in hand each, and two queued.
@@ -131,10 +133,13 @@ def encode_proxy(
     output_base: str | Path,
     settings: ProxySettings | None = None,
     progress: ProgressCallback | None = None,
+    memory_root: str | Path | None = None,
 ) -> EncodeResult:
     """Encode ``source`` into ``<output_base>.mkv`` and ``<output_base>.frames``.
 
-    Tries the decoders of ``settings.hwaccel`` in turn; a hardware decoder that
+    ``hwaccel="auto"`` decodes with what measured fastest for this kind of
+    source on this machine (:mod:`scrubproxy.hwchoice`, remembered in the cache
+    root ``memory_root``, default the user's). Tries the decoders of the plan in turn; a hardware decoder that
     fails at any point (at open or after many frames) is dropped and the whole
     encode runs again on the CPU. On any failure both output files are removed.
     Raises :class:`SourceUnreadableError` when no frame decodes and
@@ -148,6 +153,9 @@ def encode_proxy(
     started = time.monotonic()
     build_id = secrets.token_bytes(16)
     plan = decoder_plan(settings.hwaccel)
+    if settings.hwaccel == "auto" and len(plan) > 1:
+        root = Path(memory_root) if memory_root is not None else resolve_cache_root()
+        plan = auto_plan(choose_decoder(info, plan, root, lambda decoder: time_decode(info, decoder, open_decoder)))
     last_error: Exception | None = None
     for decoder in plan:
         try:

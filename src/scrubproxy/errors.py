@@ -1,8 +1,10 @@
 """The exception hierarchy: every error names the file it is about and a plain reason.
 
 The CLI turns each class into one line ``error: <file>: <reason>`` and its
-``exit_code``: 2 for bad input, 3 for a source that cannot be read, 4 for an
-encode (or cache write) that failed.
+``exit_code``: 1 for any other library error, 2 for bad input, 3 for a source
+that cannot be read (or a damaged proxy), 4 for an encode (or cache write) that
+failed, 5 for the player (mpv missing, died or hung). The CLI's own codes: 0
+ok, 1 on a verify mismatch, 2 on a usage error, 130 on Ctrl-C, 143 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -61,3 +63,12 @@ class PlayerError(ScrubProxyError):
     """mpv is missing, would not start, died, or stopped answering."""
 
     exit_code = 5
+
+
+class NotARecordingError(SourceUnreadableError):
+    """The file reads, but is not a recording: text, a still image, audio,
+    subtitles or data only. ``kind`` names which (``probe.REFUSED_KINDS``)."""
+
+    def __init__(self, path: str | Path | None, kind: str, reason: str) -> None:
+        self.kind = kind
+        super().__init__(path, reason)

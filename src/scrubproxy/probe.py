@@ -17,14 +17,39 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
+import av.filter
 
-from .errors import BadInputError, SourceUnreadableError
+from .errors import BadInputError, NotARecordingError, SourceUnreadableError
 
 log = logging.getLogger(__name__)
 
 #: Colour matrices as FFmpeg numbers them (AVColorSpace) -> names people know.
 MATRIX_NAMES = {0: "rgb", 1: "bt709", 2: "unspecified", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
 RANGE_NAMES = {0: "unspecified", 1: "limited", 2: "full"}
+#: Transfer characteristics (AVColorTransferCharacteristic) -> names.
+TRANSFER_NAMES = {1: "bt709", 2: "unspecified", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 18: "arib-std-b67"}
+#: Colour primaries (AVColorPrimaries) -> names.
+PRIMARIES_NAMES = {1: "bt709", 2: "unspecified", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020", 11: "smpte431", 12: "smpte432"}
+#: AVFieldOrder -> how the fields of a frame are laid out.
+FIELD_ORDERS = {1: "progressive", 2: "tff", 3: "bff", 4: "tff", 5: "bff"}
+
+#: What :func:`classify` says a file is. Only ``video`` and ``animation`` (a
+#: GIF, an animated WebP or PNG) are recordings; every other kind is refused
+#: with :class:`NotARecordingError` and this reason.
+RECORDING_KINDS = frozenset({"video", "animation"})
+REFUSED_KINDS = {
+    "text": "text, not a recording (FFmpeg would only draw its characters)",
+    "image": "a still image (one frame), not a recording",
+    "subtitles": "subtitles only: no video stream",
+    "audio": "audio only: no video stream",
+    "cover-art": "audio only; its picture is cover art (no video stream)",
+    "data": "data streams only: no video stream",
+    "empty": "no streams at all",
+}
+#: Demuxers that read text files (FFmpeg renders them as a terminal would).
+TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+#: Demuxers of animated picture formats: several frames make an animation, one a still.
+ANIMATION_DEMUXERS = frozenset({"gif", "apng", "webp_pipe"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +70,10 @@ class VideoInfo:
     the upright, square-pixel size a player shows (sample aspect and rotation
     applied). ``start_pts`` is the container's start in this stream's time base:
     source times are measured from it. ``frame_count`` and ``variable_rate``
-    come from scanning the packet timestamps.
+    come from scanning the packet timestamps. ``mastering_peak`` and
+    ``content_light`` (MaxCLL) are HDR metadata in nits, None where absent.
+    ``field_order`` is ``progressive``, ``tff`` or ``bff`` (as flagged, or as
+    ``idet`` finds it in the first frames of an unflagged broadcast-sized source).
     """
 
     index: int
@@ -66,12 +94,19 @@ class VideoInfo:
     start_pts: int
     frame_count: int
     variable_rate: bool
+    transfer: str = "unspecified"
+    primaries: str = "unspecified"
+    mastering_peak: float | None = None
+    content_light: float | None = None
+    dolby_vision: bool = False
+    field_order: str = "progressive"
 
 
 @dataclass(frozen=True)
 class SourceInfo:
     """A probed source segment. ``truncated`` says why the file's structure
-    shows it was cut short (a recording interrupted mid-write), else None."""
+    shows it was cut short (a recording interrupted mid-write), else None.
+    ``kind`` is what :func:`classify` calls it: ``video`` or ``animation``."""
 
     path: Path
     size: int
@@ -80,6 +115,7 @@ class SourceInfo:
     streams: tuple[StreamSummary, ...]
     video: VideoInfo
     truncated: str | None = None
+    kind: str = "video"
 
 
 def check_source_path(path: str | Path) -> Path:
@@ -323,25 +359,189 @@ def read_first_frame(container: av.container.InputContainer, stream: av.video.st
     raise SourceUnreadableError(path, "video stream holds no decodable frame")
 
 
+def is_animated_webp(path: Path) -> bool:
+    """True for a WebP whose extended header says it is animated (RIFF, VP8X, animation flag)."""
+    with open(path, "rb") as f:
+        head = f.read(21)
+    return len(head) == 21 and head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and bool(head[20] & 0x02)
+
+
+def stream_kind(container: av.container.InputContainer) -> str | None:
+    """The refused kind (``REFUSED_KINDS``) that the streams alone show, or
+    None when a video stream may hold a recording (its frame count decides)."""
+    if set(container.format.name.split(",")) & TEXT_DEMUXERS:
+        return "text"
+    videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if any(s.codec_context is not None and s.codec_context.name == "ansi" for s in videos):
+        return "text"
+    if videos:
+        return None
+    types = {s.type for s in container.streams}
+    if "audio" in types:
+        return "cover-art" if "video" in types else "audio"
+    if "video" in types:
+        return "image"  # an attached picture and nothing else
+    if "subtitle" in types:
+        return "subtitles"
+    return "data" if types else "empty"
+
+
+def frames_kind(format_name: str, frames: int) -> str:
+    """``image`` for one frame (or none), ``animation`` for an animated picture format, else ``video``."""
+    if frames < 2:
+        return "image"
+    return "animation" if set(format_name.split(",")) & ANIMATION_DEMUXERS else "video"
+
+
+def classify(path: str | Path) -> str:
+    """What the file is: a recording (``RECORDING_KINDS``) or a refused kind
+    (``REFUSED_KINDS``: text, image, audio, cover-art, subtitles, data, empty).
+
+    Cheap: the header and at most two packets. Raises :class:`BadInputError`
+    for a missing path and :class:`SourceUnreadableError` for a file FFmpeg
+    cannot open (damaged, cut off before its index, empty). For the watcher
+    and the CLI, which ignore or explain what is not a recording.
+    """
+    p = check_source_path(path)
+    if p.stat().st_size and is_animated_webp(p):
+        return "animation"
+    with open_container(p) as container:
+        kind = stream_kind(container)
+        if kind is not None:
+            return kind
+        stream = choose_video_stream(container, p, None)
+        frames = 0
+        try:
+            for packet in container.demux(stream):
+                frames += packet.size > 0
+                if frames >= 2:
+                    break
+        except (av.error.InvalidDataError, av.error.EOFError, OSError):
+            pass
+        return frames_kind(container.format.name, frames)
+
+
+def refuse_unless_recording(path: Path, kind: str) -> None:
+    """Raise :class:`NotARecordingError` for a refused ``kind``."""
+    if kind in REFUSED_KINDS:
+        raise NotARecordingError(path, kind, REFUSED_KINDS[kind])
+
+
+def hdr_metadata(frame: av.VideoFrame) -> tuple[float | None, float | None, bool]:
+    """(mastering display peak, MaxCLL, Dolby Vision present) from a frame's side data.
+
+    AVMasteringDisplayMetadata: 8 rationals of primaries and white point, then
+    min and max luminance (rationals) and two has_* ints; AVContentLightMetadata:
+    MaxCLL, MaxFALL (unsigned ints). Zero or absent values are None.
+    """
+    mastering = light = None
+    dolby = False
+    for side in frame.side_data:
+        name = side.type.name
+        data = bytes(side)
+        if name == "MASTERING_DISPLAY_METADATA" and len(data) >= 88:
+            num, den = int.from_bytes(data[72:76], "little", signed=True), int.from_bytes(data[76:80], "little", signed=True)
+            has_luminance = int.from_bytes(data[84:88], "little")
+            if has_luminance and den > 0 and num > 0:
+                mastering = num / den
+        elif name == "CONTENT_LIGHT_LEVEL" and len(data) >= 4:
+            light = float(int.from_bytes(data[:4], "little")) or None
+        elif name in ("DOVI_RPU_BUFFER", "DOVI_METADATA"):
+            dolby = True
+    return mastering, light, dolby
+
+
+#: Interlaced video is broadcast video: these heights at up to 30 frames a second.
+_BROADCAST_HEIGHTS = frozenset({480, 486, 576, 1080})
+_IDET_FRAMES = 24
+
+
+def field_order_of(first: av.VideoFrame, stream: av.video.stream.VideoStream) -> str | None:
+    """``tff``/``bff`` when the stream or its first frame flags interlacing, else
+    None: a "progressive" flag only says how the pictures were coded, and an
+    interlaced picture coded as a frame carries it too."""
+    flagged = FIELD_ORDERS.get(stream.codec_context.field_order)
+    if flagged in ("tff", "bff"):
+        return flagged
+    return "tff" if first.interlaced_frame else None
+
+
+def worth_idet(height: int, rate: fractions.Fraction | None, flagged: str | None) -> bool:
+    """Run ``idet`` only where unflagged interlacing is plausible: a broadcast height at a broadcast rate."""
+    return flagged is None and height in _BROADCAST_HEIGHTS and (rate is None or rate <= 31)
+
+
+def detect_field_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
+    """``tff``/``bff`` when libavfilter's ``idet`` finds most of the first frames interlaced, else ``progressive``."""
+    graph = None
+    last = None
+
+    def drain() -> None:
+        nonlocal last
+        while True:
+            try:
+                last = graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+
+    try:
+        for n, frame in enumerate(container.decode(stream)):
+            if graph is None:
+                graph = av.filter.Graph()
+                src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=stream.time_base or fractions.Fraction(1, 90000))
+                idet, sink = graph.add("idet"), graph.add("buffersink")
+                src.link_to(idet)
+                idet.link_to(sink)
+                graph.configure()
+            graph.push(frame)
+            drain()
+            if n + 1 >= _IDET_FRAMES:
+                break
+    except (av.error.InvalidDataError, av.error.EOFError, OSError):
+        pass
+    if graph is None:
+        return "progressive"
+    graph.push(None)
+    drain()
+    if last is None:
+        return "progressive"
+    meta = last.metadata
+    counts = {k: float(meta.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff", "progressive")}
+    if counts["tff"] + counts["bff"] > 2 * counts["progressive"]:
+        return "tff" if counts["tff"] >= counts["bff"] else "bff"
+    return "progressive"
+
+
 def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     """Probe a source (reads it): header facts, the first decoded frame (for
     rotation, colour and pixel format) and a demux-only timestamp scan."""
     p = check_source_path(path)
+    if p.stat().st_size and is_animated_webp(p):
+        raise SourceUnreadableError(p, f"an animated WebP: the FFmpeg in PyAV ({av.ffmpeg_version_info}) cannot decode its frames")
     with open_container(p) as container:
+        refuse_unless_recording(p, stream_kind(container) or "video")
         stream = choose_video_stream(container, p, stream_number)
-        info = describe(p, container, stream, read_first_frame(container, stream, p))
+        first = read_first_frame(container, stream, p)
+        info = describe(p, container, stream, first)
     # A fresh container for the scan: seeking back is not reliable on every format.
     with open_container(p) as container:
         stamps = scan_timestamps(container, container.streams[info.video.index])
-    video = dataclasses.replace(info.video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, info.video.time_base))
-    return dataclasses.replace(info, video=video, truncated=truncation_reason(p))
+    kind = frames_kind(info.format_name, len(stamps))
+    refuse_unless_recording(p, kind)
+    video = info.video
+    field_order = video.field_order
+    if worth_idet(first.height, video.average_rate, None if field_order == "progressive" else field_order):
+        with open_container(p) as container:
+            field_order = detect_field_order(container, container.streams[video.index]) or "progressive"
+    video = dataclasses.replace(video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, video.time_base), field_order=field_order)
+    return dataclasses.replace(info, video=video, kind=kind, truncated=truncation_reason(p))
 
 
 def describe(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream, first: av.VideoFrame) -> SourceInfo:
-    """What the header and the first decoded frame of ``stream`` say (no scan:
-    ``frame_count`` is 0 and ``variable_rate`` False until one is made). Used
-    by :func:`probe` and for sources still being written, which cannot be scanned."""
-    video_number = [s.index for s in container.streams.video].index(stream.index)
+    """What the header and the first decoded frame of ``stream`` say, without a
+    scan: ``frame_count`` is 0, ``variable_rate`` False and the field order only
+    what the stream flags, until :func:`probe` scans. Also used for sources still
+    being written, which cannot be scanned."""
     time_base = stream.time_base or fractions.Fraction(1, 90000)
     if container.start_time is not None:  # microseconds
         start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
@@ -349,6 +549,9 @@ def describe(path: Path, container: av.container.InputContainer, stream: av.vide
         start_pts = stream.start_time or 0
     rate = stream.average_rate or stream.guessed_rate
     sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
+    if sar == 1:  # the codec's own aspect (H.264 VUI) where the container has none
+        sar = fractions.Fraction(stream.codec_context.sample_aspect_ratio or 1)
+    mastering_peak, content_light, dolby_vision = hdr_metadata(first)
     rotation = _normalise_rotation(first.rotation)
     width, height = first.width, first.height
     square_width = round(width * sar)
@@ -358,12 +561,13 @@ def describe(path: Path, container: av.container.InputContainer, stream: av.vide
     return SourceInfo(
         path=path,
         size=path.stat().st_size,
+        kind="video",
         format_name=container.format.name,
         duration=container.duration / 1_000_000 if container.duration else None,
         streams=tuple(_describe(s) for s in container.streams),
         video=VideoInfo(
             index=stream.index,
-            video_number=video_number,
+            video_number=[s.index for s in container.streams.video].index(stream.index),
             codec=stream.codec_context.name,
             width=width,
             height=height,
@@ -380,5 +584,11 @@ def describe(path: Path, container: av.container.InputContainer, stream: av.vide
             start_pts=start_pts,
             frame_count=0,
             variable_rate=False,
+            transfer=TRANSFER_NAMES.get(first.color_trc, str(first.color_trc)),
+            primaries=PRIMARIES_NAMES.get(first.color_primaries, str(first.color_primaries)),
+            mastering_peak=mastering_peak,
+            content_light=content_light,
+            dolby_vision=dolby_vision,
+            field_order=field_order_of(first, stream) or "progressive",
         ),
     )

@@ -43,6 +43,8 @@ class SourceFrames:
             raise
         self.stream.thread_type = "AUTO"
         self.time_base = self.stream.time_base or fractions.Fraction(1, 90000)
+        #: Width of a pixel over its height (the container's, else the codec's): 1 for square pixels.
+        self.sample_aspect = fractions.Fraction(self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio or 1)
         rate = self.stream.average_rate or self.stream.guessed_rate or fractions.Fraction(30)
         # Two frame durations of pts: how far ahead sequential reads go on without a
         # seek when the keyframes are not known, and the first step back when a seek

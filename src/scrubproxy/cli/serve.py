@@ -1,9 +1,7 @@
 """``scrubproxy serve``: ensure the proxies of a recording, then serve them over HTTP.
 
-Registered on the main app at the end of ``cli.py`` (which wraps it in
-``handles_errors``). It imports ``cli`` only when it runs, because ``cli``
-imports this module while it loads. Loopback only unless a token is given:
-the frames of a recording are nobody else's business.
+Loopback only unless a token is given: the frames of a recording are nobody
+else's business.
 """
 
 from __future__ import annotations
@@ -13,14 +11,14 @@ import re
 import socket
 import webbrowser
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..cache import ProxyCache
 from ..errors import BadInputError
-from ..timeline import Timeline
 from ..settings import ProxySettings
+from ..timeline import Timeline
+from .common import DEFAULT_JOBS, CliState, Jobs, Quiet, Session, check_sources, command, ensure_proxies, stderr
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,256}")
 
@@ -33,15 +31,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def session_sources(cache: ProxyCache, session: str) -> list[Path]:
-    """The sources of a session's valid proxies, in recording order (by file name,
-    which recorders number or time-stamp)."""
-    sources = [e.source for e in cache.entries(session) if e.state == "valid" and e.source is not None]
-    if not sources:
-        raise BadInputError(cache.session_dir(session), "session has no valid proxies (make them with: scrubproxy proxy SRC... --session S)")
-    return sorted(sources, key=lambda p: (p.name, str(p)))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -57,22 +46,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+@command(long_running=True)
 def serve(
-    ctx: typer.Context,
-    sources: Optional[list[Path]] = typer.Argument(None, metavar="SRC", help="Source segments, in recording order (or use --session)."),
-    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id; without SRC, serve every valid proxy of the session."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs --token."),
-    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free one)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="SCRUBPROXY_TOKEN", help="Required from every client: 'Authorization: Bearer T', or ?token=T once (sets a cookie)."),
-    open_browser: bool = typer.Option(False, "--open", help="Open the scrubber page in the default browser."),
-    height: int = typer.Option(360, "--height", help="Proxy height in pixels."),
-    quality: int = typer.Option(5, "--quality", "-q", help="MJPEG quantiser, 2 (best) to 31 (smallest)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Segments encoded at once."),
+    cli: CliState,
+    settings: ProxySettings,
+    sources: Annotated[
+        Optional[list[Path]], typer.Argument(metavar="SRC...", help="Source segments, in recording order (default: every segment of --session).", show_default=False)
+    ] = None,
+    session: Session = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    token: Annotated[
+        Optional[str], typer.Option("--token", envvar="SCRUBPROXY_TOKEN", help="Required from every client: 'Authorization: Bearer T', or ?token=T once (sets a cookie).")
+    ] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the scrubber page in the default browser.")] = False,
+    jobs: Jobs = DEFAULT_JOBS,
+    quiet: Quiet = False,
 ) -> None:
     """Serve a recording's frames over HTTP, with a scrubber page at /.
 
-    Makes (or reuses) the proxy of each SRC, then serves /api/timeline,
-    /frames/K.jpg (and /frames/at.jpg?t=SECONDS), /original/K.jpg|png and the page.
+    Makes (or reuses) the proxy of each SRC (without SRC: every segment of
+    --session, in recording order), then serves /api/timeline, /frames/K.jpg
+    (and /frames/at.jpg?t=SECONDS), /original/K.jpg|png and the page.
     """
     if token is not None and not _TOKEN.fullmatch(token):
         raise BadInputError(None, "--token must be 8 to 256 characters from A-Z a-z 0-9 . _ ~ -")
@@ -80,17 +75,18 @@ def serve(
         raise BadInputError(None, f"--host {host} lets other machines in: give --token T (or SCRUBPROXY_TOKEN) so only people with it can see the frames")
     import uvicorn  # here, not at the top: every other command starts faster without it
 
-    from .main import ensure_all, stderr
     from ..server import create_app
 
-    cache = ProxyCache(ctx.find_root().params.get("cache_dir"))
-    if not sources:
-        if session is None:
-            raise BadInputError(None, "say what to serve: SRC... or --session S")
-        sources = session_sources(cache, session)
+    cache = cli.cache()
+    if sources:
+        sources = check_sources(sources)
+    elif session is None:
+        raise BadInputError(None, "say what to serve: SRC... or --session S")
+    else:
+        sources = cache.session_sources(session)  # its segments, whatever settings their proxies have
     sock = bind(host, port)  # before encoding: a taken port fails at once, not after minutes of work
     try:
-        proxies = ensure_all(cache, list(sources), session, ProxySettings(height=height, quality=quality), force=False, jobs=jobs, show=True)
+        proxies = ensure_proxies(cli, sources, session, settings, jobs=jobs, show=not quiet)
         with Timeline.open(proxies) as timeline:
             shown_host = f"[{host}]" if ":" in host else host
             url = f"http://{shown_host}:{sock.getsockname()[1]}/"

@@ -11,18 +11,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
-from ..watch.budget import parse_size
-from ..cache import ProxyCache
 from ..settings import ProxySettings
-from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus, default_jobs
+from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus
+from ..watch.budget import parse_size
+from .common import DEFAULT_JOBS, CliState, Jobs, Session, command, stderr
 
 
 def _status_line(s: WatchStatus) -> Text:
@@ -39,7 +38,7 @@ def _status_line(s: WatchStatus) -> Text:
     return Text(" · ".join(parts))
 
 
-def _log_handler(live: bool, stderr: Console) -> logging.Handler:
+def _log_handler(live: bool) -> logging.Handler:
     if live:
         return RichHandler(console=stderr, show_path=False, markup=False, rich_tracebacks=False)
     handler = logging.StreamHandler(sys.stderr)
@@ -47,63 +46,50 @@ def _log_handler(live: bool, stderr: Console) -> logging.Handler:
     return handler
 
 
+@command()
 def watch(
-    ctx: typer.Context,
-    folders: list[Path] = typer.Argument(..., help="Folders the recorder writes segments into (not recursive)."),
-    session: Optional[str] = typer.Option(None, "--session", "-s", help="Session id (folder in the cache)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Encodes at once (default: half the cores, at least 1)."),
-    pattern: Optional[list[str]] = typer.Option(
-        None, "--pattern", help=f"Segment file pattern, repeatable (default: {' '.join(VIDEO_PATTERNS)})."
-    ),
-    max_size: Optional[str] = typer.Option(
-        None, "--max-size", help="Cache budget (e.g. 20G, 500M): least recently used proxies are removed beyond it."
-    ),
-    once: bool = typer.Option(False, "--once", help="Make proxies of the segments there now, then exit."),
-    settle: float = typer.Option(
-        5.0, "--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available."
-    ),
-    poll: bool = typer.Option(False, "--poll", help="Do not use file events (network folders): judge completeness by --settle only."),
-    height: int = typer.Option(360, "--height", help="Proxy height in pixels."),
-    quality: int = typer.Option(5, "--quality", "-q", help="MJPEG quantiser, 2 (best) to 31 (smallest)."),
+    cli: CliState,
+    settings: ProxySettings,
+    folders: Annotated[list[Path], typer.Argument(metavar="FOLDER...", help="Folders the recorder writes segments into (not recursive).", show_default=False)],
+    session: Session = None,
+    jobs: Jobs = DEFAULT_JOBS,
+    pattern: Annotated[Optional[list[str]], typer.Option("--pattern", help=f"Segment file pattern, repeatable (default: {' '.join(VIDEO_PATTERNS)}).")] = None,
+    max_size: Annotated[
+        Optional[str], typer.Option("--max-size", help="Cache budget (e.g. 20G, 500M): least recently used proxies are removed beyond it.")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Make proxies of the segments there now, then exit.")] = False,
+    settle: Annotated[
+        float, typer.Option("--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available.")
+    ] = 5.0,
+    poll: Annotated[bool, typer.Option("--poll", help="Do not use file events (network folders): judge completeness by --settle only.")] = False,
 ) -> None:
-    """Watch FOLDERS and make a proxy of each segment once its writer has finished it, newest first.
+    """Watch FOLDER... and make a proxy of each segment once its writer has finished it, newest first.
 
     Segments are complete when their writer closed them (file events) or, without
     events, when unchanged for --settle seconds. Encoders run at low CPU priority.
     SIGINT/SIGTERM stop within seconds and leave nothing partial. Exit status with
     --once: 0, or the highest error code among skipped segments.
     """
-    # Imported here, not at the top: cli.py imports this module to register the
-    # command, and under ``python -m scrubproxy.cli`` a top-level import would be circular.
-    from . import main as cli
-
-    root = ctx.find_root().params
-    cli.state.cache_dir, cli.state.debug = root.get("cache_dir"), bool(root.get("debug"))
-
-    @cli.handles_errors
-    def run() -> None:
-        watcher = SegmentWatcher(
-            folders,
-            ProxyCache(cli.state.cache_dir),
-            session=session,
-            settings=ProxySettings(height=height, quality=quality),
-            jobs=jobs or default_jobs(),
-            patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
-            max_bytes=parse_size(max_size) if max_size else None,
-            settle=settle,
-            poll=poll,
-        )
-        _serve(watcher, once, cli.stderr, cli.state.debug)
-
-    run()
+    watcher = SegmentWatcher(
+        folders,
+        cli.cache(),
+        session=session,
+        settings=settings,
+        jobs=jobs,
+        patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
+        max_bytes=parse_size(max_size) if max_size else None,
+        settle=settle,
+        poll=poll,
+    )
+    _serve(watcher, once, cli.debug)
 
 
-def _serve(watcher: SegmentWatcher, once: bool, stderr: Console, debug: bool) -> None:
+def _serve(watcher: SegmentWatcher, once: bool, debug: bool) -> None:
     """Run ``watcher`` until a signal (or, ``once``, until done), logging as it goes."""
     live = stderr.is_terminal
     logger = logging.getLogger("scrubproxy")
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    logger.addHandler(_log_handler(live, stderr))
+    logger.addHandler(_log_handler(live))
     logger.propagate = False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: watcher.stop())

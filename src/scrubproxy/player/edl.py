@@ -7,6 +7,17 @@ priming, is cut where its video starts) and lasts exactly to the end of its
 last frame, so consecutive segments touch with no gap and no overlap. On that
 timeline frame k of part i is shown at ``offset_i + raw_k - raw_0``.
 
+Sound comes from the sources themselves, as a second EDL stream
+(``!new_stream``) whose parts cut each source's audio at the same source
+times as the video part of its proxy (``!delay_open,media_type=audio`` takes
+only the audio track of those files, so the sources' own video is never
+shown). A source without audio, or one that cannot be opened, plays silence
+of the same length (``anullsrc``): measured on mpv 0.35, a part that holds no
+audio track is skipped over and every later sound comes early (1.9 s at the
+next join), while a silent part keeps the joins in sync (A-V difference
+under 35 ms at the join, under 0.1 ms within 1 s). Sound plays only while
+mpv plays: exact seeks and frame steps made paused write no sample.
+
 mpv's hr-seek drops every frame earlier than ``target - 5 ms`` and shows the
 first one it keeps, so an exact seek to a time inside a frame shows the next
 frame. :meth:`MpvTimeline.aim` therefore aims 4.9 ms after a frame's own time:
@@ -16,8 +27,10 @@ the previous frame (at least 0.1 ms earlier) is dropped, the frame itself is not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from ..reader import ProxyReader
@@ -38,6 +51,27 @@ MATCH_TOLERANCE = 1e-4
 EDL_LEAD = 0.0005
 #: Last-frame length of a Matroska proxy with one frame (no neighbour to measure).
 SINGLE_FRAME_LENGTH = 1 / 30
+#: Audio format assumed where a source's header leaves it out.
+DEFAULT_SILENCE = (48000, "mono")
+
+
+def source_audio(path: Path | None) -> tuple[int, str] | None:
+    """(sample rate, channel layout) of the first audio stream of ``path``; None
+    when it has none or cannot be opened (reads the header only)."""
+    if path is None:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            for stream in container.streams.audio:
+                cc = stream.codec_context
+                return int(cc.sample_rate or DEFAULT_SILENCE[0]), str(getattr(cc.layout, "name", "") or DEFAULT_SILENCE[1])
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return None
+
+
+def _edl_item(path: str, start: float, length: float) -> str:
+    return f"%{len(path.encode())}%{path},start={start!r},length={length!r}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +83,14 @@ class EdlPart:
     start: float
     length: float
     offset: float
+
+    @property
+    def source_start(self) -> float:
+        """Where the part starts in the source's own clock: the same instant as
+        ``start`` in the proxy's (the first frame's source pts, less the lead)."""
+        fm = self.segment.reader.frame_map
+        lead = float(fm.proxy_pts[0] * fm.header.proxy_time_base) - self.start
+        return float(fm.source_pts[0] * fm.header.source_time_base) - lead
 
 
 def _part_length(raw: np.ndarray, reader: ProxyReader) -> float:
@@ -63,7 +105,9 @@ def _part_length(raw: np.ndarray, reader: ProxyReader) -> float:
 
 class MpvTimeline:
     """A :class:`Timeline` as mpv plays it: the ``edl://`` URL, the mpv time of
-    every global frame, and the times to aim exact seeks at."""
+    every global frame, and the times to aim exact seeks at.
+    Each source's audio format is read from its header once, here.
+    """
 
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
@@ -84,6 +128,8 @@ class MpvTimeline:
         self.mpv_times = np.concatenate(mpv_times)
         #: The timeline's length as mpv reports it (``duration``).
         self.duration = offset
+        #: Per part: the source's (sample rate, layout), None where it has no sound.
+        self.audio = [source_audio(seg.source) for seg in timeline.segments]
 
     def aim(self, g: int) -> float:
         """The time to give mpv's exact seek so that it shows frame ``g``."""
@@ -94,13 +140,24 @@ class MpvTimeline:
         g = int(np.searchsorted(self.mpv_times, t + MATCH_TOLERANCE, side="right")) - 1
         return min(max(g, 0), len(self.timeline) - 1)
 
+    @property
+    def has_audio(self) -> bool:
+        return any(a is not None for a in self.audio)
+
     def edl(self) -> str:
-        """An ``edl://`` URL playing every segment once, cut at exact frame boundaries."""
-        items = []
-        for part in self.parts:
-            path = str(part.segment.proxy)
-            items.append(f"%{len(path.encode())}%{path},start={part.start!r},length={part.length!r}")
-        return "edl://" + ";".join(items)
+        """An ``edl://`` URL playing every segment once, cut at exact frame
+        boundaries, with the sources' sound as a second stream when any has sound."""
+        video = [_edl_item(str(p.segment.proxy), p.start, p.length) for p in self.parts]
+        if not self.has_audio:
+            return "edl://" + ";".join(video)
+        rate, layout = next(a for a in self.audio if a is not None)
+        sound = []
+        for part, fmt in zip(self.parts, self.audio):
+            if fmt is None:
+                sound.append(_edl_item(f"av://lavfi:anullsrc=r={rate}:cl={layout}", 0.0, part.length))
+            else:
+                sound.append(_edl_item(str(part.segment.source), part.source_start, part.length))
+        return "edl://" + ";".join(["!new_stream", *video, "!new_stream", "!delay_open,media_type=audio", *sound])
 
     def sidecar(self) -> dict[str, Any]:
         """What the Lua script needs: per segment its frames' mpv times, source times and source pts."""

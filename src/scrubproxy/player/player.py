@@ -1,7 +1,7 @@
 """``Player``: mpv on the proxies of one or more segments, driven frame-exactly over JSON IPC.
 
-mpv plays the segments as one EDL timeline (see :mod:`scrubproxy.edl`)
-with ``hr-seek=yes``; this class only ever asks for exact seeks to times the
+mpv plays the segments as one EDL timeline (see :mod:`scrubproxy.player.edl`),
+with the sources' own sound, and ``hr-seek=yes``; this class only ever asks for exact seeks to times the
 frame maps say, and reads back what mpv shows through mpv's own ``time-pos``.
 Every call is bounded by a timeout; the mpv process lives exactly as long as
 its Player (closed by ``close()``, the ``with`` block, garbage collection or
@@ -136,7 +136,6 @@ class Player:
             "--pause",
             "--hr-seek=yes",
             "--keep-open=always",
-            "--audio=no",
             "--cache=yes",
             f"--demuxer-max-bytes={cache_bytes}",
             f"--demuxer-max-back-bytes={cache_bytes}",

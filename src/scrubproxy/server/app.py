@@ -42,8 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ScrubProxyError
-from ..original import encode_still, upright_rgb
-from ..sourceframes import decode_exact
+from ..original import encode_still, original_rgb
 from ..timeline import Segment, Timeline
 from .tokengate import TokenGate
 
@@ -211,8 +210,7 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
             raise HTTPError(404, f"segment {seg.index} does not record its source")
 
         def work() -> bytes:
-            frame = decode_exact(meta.source_path, seg.reader.pts_of(local), meta.settings.get("stream"))
-            return encode_still(upright_rgb(frame), fmt)
+            return encode_still(original_rgb(meta.source_path, seg.reader.pts_of(local), meta.settings.get("stream")), fmt)
 
         try:
             body = await anyio.to_thread.run_sync(work, limiter=original_slots)
