@@ -85,6 +85,19 @@ def _records(source_pts: np.ndarray, proxy_pts: np.ndarray, offsets: np.ndarray,
     return rows.tobytes()
 
 
+def published_count(path: Path) -> int | None:
+    """The frames a (possibly growing) frame map has published, from its header
+    alone; None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+    except OSError:
+        return None
+    if len(head) < HEADER_SIZE or head[:8] != MAGIC:
+        return None
+    return struct.unpack_from("<Q", head, _COUNT_AT)[0]
+
+
 class FrameMapWriter:
     """Appends records to a frame map and publishes them (I/O: writes ``path``).
 
@@ -210,6 +223,16 @@ class FrameMap:
     def complete(self) -> bool:
         """False while the map may still grow (a proxy of a recording being made)."""
         return self.header.complete
+
+    def same_file(self) -> bool:
+        """Does this map's path still name the file it opened (not deleted or
+        replaced)? Always True for a complete map, which never changes."""
+        if self._fd < 0:
+            return True
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except OSError:
+            return False
 
     def refresh(self) -> int:
         """Pick up records published since the map was opened; returns the new count."""

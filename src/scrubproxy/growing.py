@@ -107,6 +107,15 @@ class WriterGone:
         return not writing
 
 
+def wait_until(is_done: Callable[[], bool], stop: threading.Event | None = None, poll: float = 0.1) -> None:
+    """Block until ``is_done()``; ``FollowStopped`` when ``stop`` is set first."""
+    while not is_done():
+        if stop is not None and stop.wait(poll):
+            raise FollowStopped
+        if stop is None:
+            time.sleep(poll)
+
+
 class GrowingFile(io.RawIOBase):
     """A read-only file object for PyAV whose reads wait at the end of the bytes
     until ``is_done()`` says the writer has finished (or ``stop`` is set)."""

@@ -25,6 +25,7 @@ the segment is proxied when complete, never served with a frame out of place.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -43,8 +44,9 @@ from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
 from .decode import frame_pts, nominal_ticks
 from .errors import ScrubProxyError, SourceUnreadableError
 from .growing import FollowStopped, GrowingFile, SourceChangedError
-from .mux import ProxyWriter
-from .probe import SourceInfo, choose_video_stream, describe
+from .encode import EncodeResult
+from .mux import PROXY_CONTAINER, ProxyWriter
+from .probe import SourceInfo, choose_video_stream, describe, is_variable_rate, open_container, scan_timestamps, truncation_reason
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -324,3 +326,35 @@ def follow_proxy(
         if decoder is not None:
             decoder.close()
         growing.close()
+
+
+def confirm_followed(source: Path, followed: FollowResult, writer: ProxyWriter, seconds: float) -> EncodeResult | None:
+    """Check the finished recording against what was followed (a demux-only
+    scan: the same frames at the same times); if they match, finish the live
+    proxy (its index written, its frames untouched) and return it as an encode
+    result, else None (the caller encodes the file again)."""
+    with open_container(source) as container:
+        stamps = scan_timestamps(container, container.streams[followed.info.video.index])
+    if not np.array_equal(np.asarray(stamps, np.int64), np.sort(followed.source_pts)) or not np.all(np.diff(followed.source_pts) > 0):
+        return None
+    writer.finish()
+    video = dataclasses.replace(followed.info.video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, followed.info.video.time_base))
+    truncated = truncation_reason(source)
+    info = dataclasses.replace(followed.info, video=video, truncated=truncated, size=os.stat(source).st_size)
+    warnings = list(followed.warnings)
+    if truncated is not None and followed.ended_early is None:
+        warnings.append(f"source is cut off ({truncated}): the recording was probably interrupted; the proxy holds the {len(stamps)} frames that decode")
+    return EncodeResult(
+        source=info,
+        proxy_path=writer.proxy_path,
+        frame_map_path=writer.frames_path,
+        container=PROXY_CONTAINER,
+        frames=len(stamps),
+        width=followed.width,
+        height=followed.height,
+        decoder="cpu (followed while recorded)",
+        partial=truncated is not None or followed.ended_early is not None,
+        build_id=followed.build_id,
+        seconds=seconds,
+        warnings=tuple(warnings),
+    )

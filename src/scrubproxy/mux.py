@@ -62,6 +62,7 @@ class ProxyWriter:
     def __init__(self, proxy_path: Path, frames_path: Path, info: SourceInfo, geometry: ProxyGeometry, build_id: bytes) -> None:
         self.proxy_path, self.frames_path = proxy_path, frames_path
         self.info = info
+        self.geometry = geometry
         self.build_id = build_id
         self._mkv = MatroskaWriter(proxy_path, geometry.width, geometry.height)
         try:
