@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -28,8 +29,18 @@ def media_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("media")
 
 
+_SPECS: dict[Path, str] = {}
+
+
 def _make(media_dir: Path, name: str, **kw) -> Path:
+    """The recording ``name`` made with ``kw``, once per test session. Two tests
+    that ask for one name with different specs get two files (the second name
+    carries a hash of its spec), never each other's."""
     path = media_dir / name
+    spec = repr(sorted(kw.items()))
+    if _SPECS.setdefault(path, spec) != spec:
+        digest = hashlib.sha256(spec.encode()).hexdigest()[:8]
+        path = path.with_name(f"{path.stem}-{digest}{path.suffix}")
     if not path.exists():
         make_recording(RecordingSpec(path=path, **kw))
     return path

@@ -56,7 +56,7 @@ CHILD = textwrap.dedent(
 
     def replace(src, dst, *a, **k):
         name = os.path.basename(dst)
-        if point == "before-manifest-rename" and name.endswith(".json"):
+        if point == "before-manifest-rename" and name.endswith(".json") and name != "decoders.json":  # a manifest, not the hwaccel memory
             die()
         real_replace(src, dst, *a, **k)
         if point == "after-proxy-rename" and name.endswith((".avi", ".mkv")):

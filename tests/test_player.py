@@ -285,10 +285,10 @@ def test_keys_step_by_frame_and_by_source_seconds_across_segments(session_source
     with Player([session_sources[0], vfr_source], cache=cache, headless=True) as p:
         one_second_on = p.timeline.index_at(p.timeline.time_of(0) + 1)
         assert one_second_on > 20  # lands inside the second segment
-        assert press(p, "RIGHT") == one_second_on
+        assert press(p, "Shift+RIGHT") == one_second_on  # the page's keys: shift+arrow a second, arrow a frame
         assert shown(p, tmp_path) == p.timeline.locate(one_second_on)[1]
         assert press(p, ".") == one_second_on + 1
-        assert press(p, ",") == one_second_on
+        assert press(p, "LEFT") == one_second_on
         assert press(p, "UP") == len(p) - 1  # +10 s runs past the end: the last frame
         assert press(p, "DOWN") == 0
         log = (p._res.folder / "mpv.log").read_text()

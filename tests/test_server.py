@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -219,6 +220,19 @@ BAD_URLS = [
     "/web/index.html",
     "/api/timeline/../../../../etc/passwd",
     "/api/segments/0",
+    "/api/segments/4/times",
+    "/api/segments/-1/times",
+    "/api/segments/..%2F..%2Fetc%2Fpasswd/times",
+    "/thumbs/4/0.jpg",
+    "/thumbs/0/99.jpg",
+    "/thumbs/0/-1.jpg",
+    "/thumbs/0/0.png",
+    "/thumbs/0/0.jpg/extra",
+    "/thumbs/x/0.jpg",
+    "/thumbs/0/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/thumbs/../../etc/passwd",
+    "/thumbs/%2e%2e/%2e%2e/etc/passwd",
+    "/thumbs/0/" + "1" * 40 + ".jpg",
 ]
 BAD_QUERIES = ["/frames/at.jpg", "/frames/at.jpg?t=", "/frames/at.jpg?t=-1", "/frames/at.jpg?t=nan", "/frames/at.jpg?t=inf", "/frames/at.jpg?t=1e309", "/frames/at.jpg?t=abc", "/frames/at.jpg?t=" + "1" * 5000]
 
@@ -280,3 +294,38 @@ def test_a_taken_port_fails_at_once_with_one_line(server, run_cli, session_sourc
     result = run_cli("serve", session_sources[0], "--port", str(client.port), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{client.port}: Address already in use"]
+
+
+def test_thumbnail_track_sheets_and_frame_times_describe_the_timeline(server):
+    """/thumbnails.vtt: every cue's tile shows the frame on screen at the cue's start; the cues tile the timeline."""
+    client, _ = server
+    timeline = client.json("/api/timeline")
+    times = []
+    for seg in timeline["segments"]:
+        status, headers, body = client.get(f"/api/segments/{seg['index']}/times")
+        assert status == 200 and headers["content-type"] == "application/octet-stream"
+        local = np.frombuffer(body, "<f8")
+        assert len(local) == seg["frames"]
+        times += [(seg, k, seg["start_time"] + t) for k, t in enumerate(local)]
+        assert seg["wall_start_from"] == "file mtime" and isinstance(seg["wall_start"], float)
+    layout = client.json("/api/thumbs")
+    assert [s["frames"][0] for s in layout["segments"]] == [s["first_frame"] for s in timeline["segments"]]
+    status, headers, body = client.get("/thumbnails.vtt")
+    assert status == 200 and headers["content-type"].startswith("text/vtt")
+    cues = re.findall(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\n(/thumbs/\d+/\d+\.jpg\?v=\w+)#xywh=(\d+),(\d+),(\d+),(\d+)", body.decode())
+    assert cues
+    ends = []
+    for c in cues:
+        start = int(c[0]) * 3600 + int(c[1]) * 60 + int(c[2]) + int(c[3]) / 1000
+        ends.append((start, int(c[4]) * 3600 + int(c[5]) * 60 + int(c[6]) + int(c[7]) / 1000))
+        seg, k, _ = max((x for x in times if round(x[2], 3) <= start + 1e-9), key=lambda x: x[2])
+        status, _, sheet = client.get(c[8])
+        assert status == 200
+        x, y, w, h = map(int, c[9:])
+        tile = pixels(sheet)[y : y + h, x : x + w]
+        if seg["index"] == 3:  # the turned recording: its proxy is upright, its painted index turned with it
+            tile = np.rot90(tile, -1)
+        assert read_index(tile) == k, c
+    assert all(a[1] == b[0] for a, b in zip(ends, ends[1:])) and ends[-1][1] == round(timeline["duration"], 3)
+    status, headers, _ = client.get("/favicon.ico")
+    assert status == 200 and headers["content-type"].startswith("image/svg+xml")

@@ -3,8 +3,9 @@
 The CLI turns each class into one line ``error: <file>: <reason>`` and its
 ``exit_code``: 1 for any other library error, 2 for bad input, 3 for a source
 that cannot be read (or a damaged proxy), 4 for an encode (or cache write) that
-failed, 5 for the player (mpv missing, died or hung). The CLI's own codes: 0
-ok, 1 on a verify mismatch, 2 on a usage error, 130 on Ctrl-C, 143 on SIGTERM.
+failed, 5 for the player (mpv missing, died or hung), 6 for a Dask cluster that
+cannot be used (unreachable scheduler, extra not installed). The CLI's own
+codes: 0 ok, 1 on a verify mismatch, 2 on a usage error, 130 on Ctrl-C, 143 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -72,3 +73,9 @@ class NotARecordingError(SourceUnreadableError):
     def __init__(self, path: str | Path | None, kind: str, reason: str) -> None:
         self.kind = kind
         super().__init__(path, reason)
+
+
+class ClusterError(ScrubProxyError):
+    """The Dask cluster cannot be used: scheduler unreachable, extra not installed, cluster gone."""
+
+    exit_code = 6

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from .._version import __version__
-from . import demo, frames, play, proxies, serve, source, watch
+from . import demo, frames, play, proxies, serve, source, thumbs, watch
 from .common import EXIT_INTERRUPTED, CliState, Command, stderr
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ app.command(cls=Command)(proxies.clean)
 app.command(cls=source.NegativeIndexCommand)(source.frame)
 app.command(cls=Command)(source.verify)
 app.command(cls=Command)(frames.frames)
+app.command(cls=Command)(thumbs.thumbs)
 app.command(cls=Command)(play.play)
 app.command(cls=Command)(serve.serve)
 app.command(cls=Command)(watch.watch)

@@ -73,24 +73,64 @@ local function go(g)
     mp.commandv("seek", string.format("%.9f", mt[g] + AIM_AFTER), "absolute+exact")
 end
 
+-- The numbers as the scrubber page shows them: source frame and time, timeline frame of the count, timeline clock.
+local function clock(seconds)
+    local h = math.floor(seconds / 3600)
+    local m = math.floor((seconds % 3600) / 60)
+    local s = string.format("%06.3f", seconds % 60)
+    if h > 0 then return string.format("%d:%02d:%s", h, m, s) end
+    return string.format("%d:%s", m, s)
+end
+
 local overlay = mp.create_osd_overlay("ass-events")
 local function update()
     local g = shown()
     if g == nil then return end
     local seg = data.segments[seg_of[g]]
     local k = local_of[g]
-    overlay.data = string.format("{\\an7\\fs28\\bord2}%s  frame %d/%d  %.6f s  (timeline frame %d/%d)",
-        seg.name, k, #seg.mpv_times - 1, seg.source_times[k + 1], g - 1, n - 1)
+    overlay.data = string.format("{\\an7\\fs28\\bord2}%s   source frame %d   source time %.3f s   frame %d / %d   at %s",
+        seg.name, k, seg.source_times[k + 1], g - 1, n, clock(st[g]))
     overlay:update()
 end
 mp.observe_property("time-pos", "number", update)
 
-local function by_frames(d) return function() local g = shown(); if g then go(g + d) end end end
+local function by_frames(d) return function() mp.set_property_bool("pause", true); local g = shown(); if g then go(g + d) end end end
 local function by_seconds(d)
     return function()
+        mp.set_property_bool("pause", true)
         local g = shown()
         if g then go(last_le(st, st[g] + d + 1e-6)) end
     end
+end
+
+-- J/K/L shuttle: L forward, J reverse, again: twice as fast (up to 8x); K stops; K held + J/L: one frame.
+local k_held = false
+local function shuttle(dir)
+    return function()
+        if k_held then by_frames(dir)(); return end
+        local backward = mp.get_property("play-direction") == "backward"
+        local playing = not mp.get_property_bool("pause")
+        local same = playing and (backward == (dir < 0))
+        local speed = same and math.min(mp.get_property_number("speed", 1) * 2, 8) or 1
+        mp.set_property("play-direction", dir < 0 and "backward" or "forward")
+        mp.set_property_number("speed", speed)
+        mp.set_property_bool("pause", false)
+    end
+end
+local function stop_key(event)
+    if event.event == "down" or event.event == "press" then
+        k_held = event.event == "down"
+        mp.set_property_bool("pause", true)
+    elseif event.event == "up" then
+        k_held = false
+    end
+end
+local function play_pause()
+    if mp.get_property_bool("pause") then
+        mp.set_property("play-direction", "forward")
+        mp.set_property_number("speed", 1)
+    end
+    mp.set_property_bool("pause", not mp.get_property_bool("pause"))
 end
 
 local function open_original()
@@ -110,10 +150,21 @@ local function open_original()
     mp.osd_message("opening " .. seg.name .. " at frame " .. local_of[g])
 end
 
-mp.add_forced_key_binding(".", "scrubproxy-next-frame", by_frames(1), {repeatable = true})
-mp.add_forced_key_binding(",", "scrubproxy-prev-frame", by_frames(-1), {repeatable = true})
-mp.add_forced_key_binding("RIGHT", "scrubproxy-forward-1s", by_seconds(1), {repeatable = true})
-mp.add_forced_key_binding("LEFT", "scrubproxy-back-1s", by_seconds(-1), {repeatable = true})
+-- The same keys as the scrubber page (server/web/app.js); "." and "," are mpv's own frame steps.
+mp.add_forced_key_binding("RIGHT", "scrubproxy-next-frame", by_frames(1), {repeatable = true})
+mp.add_forced_key_binding("LEFT", "scrubproxy-prev-frame", by_frames(-1), {repeatable = true})
+mp.add_forced_key_binding(".", "scrubproxy-next-frame-dot", by_frames(1), {repeatable = true})
+mp.add_forced_key_binding(",", "scrubproxy-prev-frame-comma", by_frames(-1), {repeatable = true})
+mp.add_forced_key_binding("Shift+RIGHT", "scrubproxy-forward-1s", by_seconds(1), {repeatable = true})
+mp.add_forced_key_binding("Shift+LEFT", "scrubproxy-back-1s", by_seconds(-1), {repeatable = true})
 mp.add_forced_key_binding("UP", "scrubproxy-forward-10s", by_seconds(10), {repeatable = true})
 mp.add_forced_key_binding("DOWN", "scrubproxy-back-10s", by_seconds(-10), {repeatable = true})
+mp.add_forced_key_binding("PGDWN", "scrubproxy-forward-10s-page", by_seconds(10), {repeatable = true})
+mp.add_forced_key_binding("PGUP", "scrubproxy-back-10s-page", by_seconds(-10), {repeatable = true})
+mp.add_forced_key_binding("HOME", "scrubproxy-first-frame", function() go(1) end)
+mp.add_forced_key_binding("END", "scrubproxy-last-frame", function() go(n) end)
+mp.add_forced_key_binding("SPACE", "scrubproxy-play-pause", play_pause)
+mp.add_forced_key_binding("l", "scrubproxy-shuttle-forward", shuttle(1))
+mp.add_forced_key_binding("j", "scrubproxy-shuttle-reverse", shuttle(-1))
+mp.add_forced_key_binding("k", "scrubproxy-stop", stop_key, {complex = true})
 mp.add_forced_key_binding("o", "scrubproxy-open-original", open_original)

@@ -9,6 +9,11 @@ place on the timeline)::
     GET /frames/{k}.jpg        global frame k from the proxy (a slice of a memory map)
     GET /frames/at.jpg?t=S     the frame on screen at timeline time S seconds
     GET /original/{k}.jpg|png  frame k decoded exactly from the source, full resolution
+    GET /api/segments/{i}/times  segment i's frame times (seconds from its start), float64 little-endian
+    GET /api/thumbs            thumbnail layout: tile size, sheets, the global frame of each tile
+    GET /thumbs/{i}/{n}.jpg    thumbnail sheet n of segment i (tiles row by row)
+    GET /thumbnails.vtt        the timeline as a WebVTT thumbnail track (sheet.jpg#xywh=x,y,w,h)
+    GET /favicon.ico|svg       the page's icon
 
 ``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
 gets a 409 once the timeline is another one, instead of a frame of it.
@@ -27,9 +32,11 @@ middleware, Request and Response objects) halved the throughput
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
+from collections.abc import AsyncIterator
 from importlib import resources
 from urllib.parse import parse_qsl
 
@@ -43,14 +50,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ScrubProxyError
 from ..original import encode_still, original_rgb
+from ..thumbs import ThumbSpec
 from ..timeline import Segment, Timeline
+from .thumbstore import ThumbStore
 from .tokengate import TokenGate
+from .wallclock import recording_start
 
 log = logging.getLogger(__name__)
 
 CACHE_FOREVER = "private, max-age=31536000, immutable"
 _FRAME_NAME = re.compile(r"([0-9]{1,15})\.(jpg|png)")
-_PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_PAGE_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+_NUMBER = re.compile(r"[0-9]{1,9}")
 #: Exact decodes at once: each holds a full-resolution decoder and a GOP of work.
 ORIGINAL_DECODES = 2
 
@@ -90,6 +106,13 @@ def parse_time(raw: str | None) -> float:
     if not (t >= 0 and t != float("inf")):
         raise HTTPError(400, f"t must be a finite number of seconds >= 0, got {raw[:32]!r}")
     return t
+
+
+def parse_number(raw: str, what: str, suffix: str = "") -> int:
+    """A path part that must be a plain number (with ``suffix``); anything else names nothing (404)."""
+    if not raw.endswith(suffix) or not _NUMBER.fullmatch(raw[: len(raw) - len(suffix)]):
+        raise HTTPError(404, f"no such {what}: {raw[:64]!r}")
+    return int(raw[: len(raw) - len(suffix)])
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -185,18 +208,73 @@ class FrameRoute:
         return 200, headers, body
 
 
+def _closing(store: ThumbStore):
+    """A Starlette lifespan that closes the thumbnail sheets when the server stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+
+    return lifespan
+
+
 def _page_file(name: str) -> bytes:
     return resources.files("scrubproxy.server").joinpath("web", name).read_bytes()
 
 
-def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
+def describe_timeline(timeline: Timeline) -> dict:
+    """/api/timeline: the timeline, each segment with its wall-clock start where one is known."""
+    data = timeline.describe()
+    for seg, d in zip(timeline.segments, data["segments"]):
+        d["wall_start"], d["wall_start_from"] = recording_start(seg.source, seg.duration)
+    return data
+
+
+def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec | None = None) -> ASGIApp:
     """The ASGI app serving ``timeline``; with ``token``, every request must carry it.
+    ``thumbs``: how thumbnail sheets are cut (made on first request, kept in the cache).
 
     The app never closes ``timeline``: its owner does, after the server stops.
     """
     frames = Frames(timeline)
     page = {name: _page_file(name) for name in _PAGE_FILES}
     original_slots = anyio.CapacityLimiter(ORIGINAL_DECODES)
+    store = ThumbStore(timeline, thumbs)
+    described = describe_timeline(timeline)
+
+    def segment_number(raw: str) -> int:
+        i = parse_number(raw, "segment")
+        if i >= len(timeline.segments):
+            raise HTTPError(404, f"no such segment: {i} (the timeline has 0 to {len(timeline.segments) - 1})")
+        return i
+
+    async def segment_times(request: Request) -> Response:
+        frames.check_version(request.query_params.get("v"))
+        seg = timeline.segments[segment_number(request.path_params["segment"])]
+        body = seg.reader.frame_map.times.astype("<f8").tobytes()
+        return Response(body, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+
+    async def thumbs_json(request: Request) -> Response:
+        frames.check_version(request.query_params.get("v"))
+        return JSONResponse(await anyio.to_thread.run_sync(store.describe), headers={"Cache-Control": "no-cache"})
+
+    async def thumb_sheet(request: Request) -> Response:
+        frames.check_version(request.query_params.get("v"))
+        i = segment_number(request.path_params["segment"])
+        n = parse_number(request.path_params["name"], "sheet", ".jpg")
+        sheets = await anyio.to_thread.run_sync(store.segment, i)
+        try:
+            body = sheets.sheet(n)
+        except IndexError as exc:
+            raise HTTPError(404, f"no such sheet: {exc}") from None
+        return Response(body, media_type="image/jpeg", headers={"Cache-Control": "no-cache", "etag": f'"{sheets.build_id[:16]}-{n}-sheet"'})
+
+    async def thumbs_vtt(request: Request) -> Response:
+        text = await anyio.to_thread.run_sync(store.vtt, timeline.version)
+        return Response(text, media_type="text/vtt; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     async def original_frame(request: Request) -> Response:
         frames.check_version(request.query_params.get("v"))
@@ -220,10 +298,10 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
         return Response(body, media_type="image/jpeg" if fmt == "jpg" else "image/png", headers=headers)
 
     async def timeline_json(request: Request) -> Response:
-        return JSONResponse(timeline.describe(), headers={"Cache-Control": "no-cache"})
+        return JSONResponse(described, headers={"Cache-Control": "no-cache"})
 
     async def page_file(request: Request) -> Response:
-        name = request.url.path.lstrip("/") or "index.html"
+        name = {"": "index.html", "favicon.ico": "favicon.svg"}.get(request.url.path.lstrip("/"), request.url.path.lstrip("/"))
         return Response(page[name], media_type=_PAGE_FILES[name], headers={"Cache-Control": "no-cache"})
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -243,10 +321,17 @@ def create_app(timeline: Timeline, token: str | None = None) -> ASGIApp:
             Route("/", page_file),
             Route("/app.js", page_file),
             Route("/app.css", page_file),
+            Route("/favicon.svg", page_file),
+            Route("/favicon.ico", page_file),
             Route("/api/timeline", timeline_json),
+            Route("/api/segments/{segment}/times", segment_times),
+            Route("/api/thumbs", thumbs_json),
+            Route("/thumbs/{segment}/{name}", thumb_sheet),
+            Route("/thumbnails.vtt", thumbs_vtt),
             Route("/original/{name}", original_frame),
         ],
         exception_handlers={HTTPError: http_error, HTTPException: starlette_error, Exception: server_error},
+        lifespan=_closing(store),
     )
     served = FrameRoute(app, frames)
     return TokenGate(served, token) if token else served
