@@ -597,7 +597,7 @@ class ProxyCache:
         opens at once as a live reader (``r.live``; ``r.refresh()`` picks up
         new frames) instead of waiting for its end.
         """
-        live = self._live_proxy(self._resolve_source(source), session, settings or ProxySettings())
+        live = self.live_proxy(source, session, settings)
         if live is not None:
             try:
                 return ProxyReader(live)
@@ -699,7 +699,8 @@ class ProxyCache:
                 return self._encode_locked(src, sdir, key, settings, progress)
             return self._publish(result, sdir, key, owner, settings, before)
         except BaseException:
-            if self._live_record(sdir, key) is not None:
+            ours = read_live_manifest(manifest_path)
+            if ours is not None and ours.owner == owner:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(manifest_path)
             with contextlib.suppress(FileNotFoundError):
@@ -717,8 +718,11 @@ class ProxyCache:
             return None
         return live if owner_alive(live.owner, last_write) else None
 
-    def _live_proxy(self, src: Path, session: str | None, settings: ProxySettings) -> Path | None:
-        """The proxy of ``src`` being followed now with ``settings`` (in ``session``, or any), else None."""
+    def live_proxy(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path | None:
+        """The proxy of ``source`` being followed now while recorded (in
+        ``session``, or in any session), else None. Never waits."""
+        src = self._resolve_source(source)
+        settings = settings or ProxySettings()
         for name in self._session_names(session) if session is not None else [DEFAULT_SESSION, *self._session_names(None)]:
             sdir = self.root / name
             key = self._key_for(src)
