@@ -294,7 +294,7 @@ def test_interlaced_sources_are_deinterlaced_one_frame_per_frame(tmp_path, flagg
     with av.open(str(source)) as c:
         raw = list(c.decode(video=0))
         raw_pts = [f.pts for f in raw]
-        out = list(deinterlaced(info, raw))
+        out = [frame for _, frame in deinterlaced(info, [(f.pts, f) for f in raw])]
     assert [f.pts for f in out] == raw_pts  # one frame out per frame in, same pts
 
     def combing(frame: av.VideoFrame) -> float:

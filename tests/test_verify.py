@@ -7,7 +7,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from scrubproxy.encode import index_proxy
+from scrubproxy.mux import index_proxy
 from scrubproxy.framemap import FrameMap, FrameMapHeader, write_frame_map
 from scrubproxy.samples import read_index
 from scrubproxy.verify import verify_proxy

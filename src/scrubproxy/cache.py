@@ -23,12 +23,12 @@ can at worst cause a rebuild, never a mismatched proxy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import re
 import secrets
-import socket
 import stat
 import threading
 import time
@@ -42,10 +42,29 @@ import filelock
 
 from ._version import __version__
 from .encode import EncodeResult, ProgressCallback, encode_proxy
-from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, SourceUnreadableError
+from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, ProxyFormatError, SourceUnreadableError
+from .framemap import published_count as live_frames
+from .growing import WriterGone, followable, open_for_writing, wait_until
 from .hwchoice import MEMORY_FILE_RE, forget_choices
-from .manifest import FileRecord, Manifest, ProxyRecord, SourceRecord, SourceVideo, fsync_dir, mark_used, read_manifest, source_fingerprint, write_manifest
-from .mux import PROXY_CONTAINER
+from .live import LiveOrderError, confirm_followed, follow_proxy
+from .manifest import (
+    FileRecord,
+    LiveManifest,
+    Manifest,
+    ProxyRecord,
+    SourceRecord,
+    SourceVideo,
+    fsync_dir,
+    mark_used,
+    read_live_manifest,
+    read_manifest,
+    source_fingerprint,
+    write_manifest,
+)
+from .mux import PROXY_CONTAINER, ProxyWriter
+from .owner import TOKEN_CHARS as OWNER_CHARS
+from .owner import alive as owner_alive
+from .owner import new_token
 from .probe import check_source_path
 from .reader import ProxyReader
 from .settings import ProxySettings, resolve_cache_root
@@ -55,7 +74,7 @@ log = logging.getLogger(__name__)
 #: The session of ``session=None`` when a proxy has to be made (and where lookups look first).
 DEFAULT_SESSION = "default"
 #: ``progress(i, source, state, done, total, fps)`` of :meth:`ProxyCache.ensure_many`;
-#: ``state`` is "waiting", "encoding", "reused" or "done".
+#: ``state`` is "reused", "waiting", "following", "recording", "encoding" or "done".
 ManyProgressCallback = Callable[[int, Path, str, int, "int | None", float], None]
 #: How often a waiting :meth:`ProxyCache.ensure_many` worker looks whether it was interrupted.
 _POLL_SECONDS = 0.1
@@ -64,7 +83,7 @@ _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEY = r"[A-Za-z0-9._-]*-[0-9a-f]{8}(?:[0-9a-f]{8})?"
 #: A proxy's files: the proxy, its frame map, its manifest and its thumbnail sheets (thumbs.py).
 PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json|w[0-9]{{1,5}}i[0-9]{{1,10}}c[0-9]{{1,2}}r[0-9]{{1,2}}\.thumbs)")
-TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>[A-Za-z0-9_-]+)\.tmp\.(?P<ext>avi|mkv|frames|json|thumbs)")
+TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>{OWNER_CHARS})\.tmp\.(?P<ext>avi|mkv|frames|json|thumbs)")
 TAG_NAME = "CACHEDIR.TAG"
 LOCKS_DIR = ".locks"
 RESERVED_NAMES = (".", "..", LOCKS_DIR, TAG_NAME)
@@ -73,8 +92,6 @@ TAG_TEXT = (
     "# This folder is a cache of scrubproxy proxies (all-intra MJPEG copies of recordings).\n"
     "# scrubproxy may delete anything it made here; see https://bford.info/cachedir/\n"
 )
-#: A temporary file of a writer on another host counts as abandoned after this long unmodified.
-ABANDONED_AFTER = 3600.0
 
 
 def validate_session(session: str | None) -> str:
@@ -104,41 +121,15 @@ def _natural_key(path: Path) -> tuple[list[object], str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], str(path)
 
 
-def _host_token() -> str:
-    """This host's name as temp-file owners spell it: only ``[A-Za-z0-9_]``, the
-    characters ``TEMP_FILE_RE`` accepts in an owner (host names may hold dots)."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", socket.gethostname())[:32] or "host"
-
-
-def _owner_token() -> str:
-    return f"{_host_token()}_{os.getpid()}_{secrets.token_hex(4)}"
-
-
-def _owner_alive(owner: str, mtime: float) -> bool:
-    """Is the writer that owns a temp file still at work? Same host: its pid
-    lives. Other host: the file changed within ``ABANDONED_AFTER``."""
-    parts = owner.rsplit("_", 2)
-    if len(parts) == 3 and parts[0] == _host_token() and parts[1].isdigit():
-        pid = int(parts[1])
-        if pid == os.getpid():
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return time.time() - mtime < ABANDONED_AFTER
-
-
 @dataclass(frozen=True)
 class CacheEntry:
     """One proxy (or leftover) in the cache, as :meth:`ProxyCache.entries` reports it.
 
-    ``state``: ``valid`` (usable as is), ``stale`` (its source changed or is
-    gone: rebuilt on next use) or ``orphan`` (files without a matching
-    manifest, such as leftovers of a killed encode).
+    ``state``: ``valid`` (usable as is), ``live`` (growing with a recording
+    that is being followed: ``frames`` is the count published so far),
+    ``stale`` (its source changed or is gone: rebuilt on next use) or
+    ``orphan`` (files without a matching manifest, such as leftovers of a
+    killed encode, or of a follower that died).
     """
 
     session: str
@@ -297,6 +288,7 @@ class ProxyCache:
         progress: ProgressCallback | None = None,
         force: bool = False,
         on_wait: Callable[[], None] | None = None,
+        follow: bool = True,
     ) -> Path:
         """Return the path of a valid proxy of ``source``, encoding it if needed.
 
@@ -309,8 +301,14 @@ class ProxyCache:
         ``session=None`` reuses a valid proxy of the same source and settings
         from any session (see :meth:`find`) and otherwise makes it in
         :data:`DEFAULT_SESSION` ("default"); a named session uses that session only.
+
+        A source that a recorder is still writing is never published as a
+        complete proxy: it is followed to its end (:meth:`follow`), or for a
+        format that cannot be read while written (an MP4/MOV with its index at
+        the end) waited for. ``follow=False`` takes what is there now instead,
+        committed as ``partial`` (and stale once the file grows).
         """
-        return self._ensure(source, session, settings, progress, force, on_wait, None)
+        return self._ensure(source, session, settings, progress, force, on_wait, None, follow)
 
     def _ensure(
         self,
@@ -321,8 +319,12 @@ class ProxyCache:
         force: bool,
         on_wait: Callable[[], None] | None,
         stop: threading.Event | None,
+        follow: bool = True,
+        on_follow: Callable[[str], None] | None = None,
     ) -> Path:
-        """:meth:`ensure`; ``stop`` set ends a wait for the lock with KeyboardInterrupt."""
+        """:meth:`ensure`; ``stop`` set ends a wait for the lock with KeyboardInterrupt.
+        ``on_follow("following" | "recording")`` says the source is still being
+        written and is followed, or waited for (a format that cannot be followed)."""
         settings = settings or ProxySettings()
         src = self._resolve_source(source)
         if session is None and not force:
@@ -348,20 +350,37 @@ class ProxyCache:
                 if hit is not None:  # another process made it while we waited
                     mark_used(manifest_path)
                     return hit
-            self._remove_leftovers(sdir, key)
-            owner = _owner_token()
-            try:
-                before = source_fingerprint(src)
-            except OSError as exc:
-                raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
-            claim = self._claim_session_dir(sdir, key, owner)
-            try:
-                result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress, memory_root=self.root)
-                return self._publish(result, sdir, key, owner, settings, before)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(claim)  # gone already once the manifest is published
-                raise
+            if follow and open_for_writing(src):
+                if followable(src):
+                    if on_follow is not None:
+                        on_follow("following")
+                    return self._follow_locked(src, sdir, key, settings, WriterGone(src), stop, None, progress)
+                if on_follow is not None:
+                    on_follow("recording")  # an MP4/MOV whose index comes at the end: wait for it
+                wait_until(WriterGone(src), stop)
+            return self._encode_locked(src, sdir, key, settings, progress, still_written=not follow and bool(open_for_writing(src)))
+
+    def _encode_locked(self, src: Path, sdir: Path, key: str, settings: ProxySettings, progress: ProgressCallback | None, still_written: bool = False) -> Path:
+        """Encode ``src`` and publish it, under the proxy's lock. ``still_written``:
+        a recorder is still writing it and the caller takes what is there now,
+        marked partial (and stale as soon as the file changes)."""
+        self._remove_leftovers(sdir, key)
+        owner = new_token()
+        try:
+            before = source_fingerprint(src)
+        except OSError as exc:
+            raise SourceUnreadableError(src, f"cannot read the source: {exc.strerror or exc}") from exc
+        claim = self._claim_session_dir(sdir, key, owner)
+        try:
+            result = encode_proxy(src, sdir / f".{key}.{owner}.tmp", settings, progress, memory_root=self.root)
+            if still_written:
+                note = f"taken while still being written ({before.size} bytes then): the proxy holds the {result.frames} frames there were"
+                result = dataclasses.replace(result, partial=True, warnings=(*result.warnings, note))
+            return self._publish(result, sdir, key, owner, settings, before, snapshot=still_written)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim)  # gone already once the manifest is published
+            raise
 
     def ensure_many(
         self,
@@ -371,14 +390,17 @@ class ProxyCache:
         *,
         jobs: int = 1,
         force: bool = False,
+        follow: bool = True,
         progress: ManyProgressCallback | None = None,
     ) -> list[Path]:
         """:meth:`ensure` each source, ``jobs`` at a time (threads); the proxies in input order.
 
         ``progress(i, source, state, done, total, fps)`` reports source ``i``:
         "reused" (a valid proxy was there already; nothing else follows),
-        "waiting" (on another process's encode of it), "encoding" (done of
-        total frames, fps) and "done". A KeyboardInterrupt in the caller's
+        "waiting" (on another process's encode of it), "following" (a recorder
+        is still writing it: frames so far, total None) or "recording" (still
+        written, in a format that cannot be followed: waiting for its end),
+        "encoding" (done of total frames, fps) and "done". ``follow`` as in :meth:`ensure`. A KeyboardInterrupt in the caller's
         thread stops the running encodes and waits too (Ctrl-C reaches only
         the main thread), cancels the pending ones, and is raised again.
         """
@@ -404,7 +426,7 @@ class ProxyCache:
                 last[:] = [done, total, fps]
                 report(i, src, "encoding", done, total, fps)
 
-            path = self._ensure(src, session, settings, encoding, force, lambda: report(i, src, "waiting"), stop)
+            path = self._ensure(src, session, settings, encoding, force, lambda: report(i, src, "waiting"), stop, follow, lambda state: report(i, src, state))
             report(i, src, "done", *last)
             return path
 
@@ -494,7 +516,7 @@ class ProxyCache:
                 m = TEMP_FILE_RE.fullmatch(entry.name)
                 if m is None or (key is not None and m["key"] != key) or not entry.is_file(follow_symlinks=False):
                     continue
-                if not _owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
+                if not owner_alive(m["owner"], entry.stat(follow_symlinks=False).st_mtime):
                     log.info("removing leftover of an interrupted encode: %s", entry.path)
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
@@ -507,7 +529,7 @@ class ProxyCache:
         Files of encodes still running (here or, recently, on another host) stay."""
         return sum(self._remove_leftovers(self.root / name, None) for name in self._session_names(session))
 
-    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: SourceRecord) -> Path:
+    def _publish(self, result: EncodeResult, sdir: Path, key: str, owner: str, settings: ProxySettings, before: SourceRecord, snapshot: bool = False) -> Path:
         """Rename the encoded files into place and commit them with the manifest.
 
         Order: drop the old manifest (the old proxy stops being trusted), rename
@@ -515,14 +537,16 @@ class ProxyCache:
         point leaves either no manifest (rebuilt next time) or a complete one.
         A source whose fingerprint changed since ``before`` (taken when the
         encode started) is refused: the proxy may show the older content, and
-        a manifest with the newer fingerprint would vouch for it.
+        a manifest with the newer fingerprint would vouch for it. A
+        ``snapshot`` (a partial proxy of a file still being written) is
+        committed with ``before``: stale as soon as the file has grown.
         """
         proxy_final = sdir / f"{key}.{result.container}"
         frames_final = sdir / f"{key}.frames"
         manifest_path = sdir / f"{key}.json"
         manifest_tmp = sdir / f".{key}.{owner}.tmp.json"
         try:
-            source_record = source_fingerprint(result.source.path)
+            source_record = before if snapshot else source_fingerprint(result.source.path)
             if source_record != before:
                 for p in (result.proxy_path, result.frame_map_path):
                     with contextlib.suppress(FileNotFoundError):
@@ -567,11 +591,153 @@ class ProxyCache:
 
     def open(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> ProxyReader:
         """Ensure the proxy of ``source`` (``session`` as in :meth:`ensure`) and
-        open it for frame access; records the use (the reader itself never writes)."""
+        open it for frame access; records the use (the reader itself never writes).
+
+        A segment that is being followed while it is recorded (:meth:`follow`)
+        opens at once as a live reader (``r.live``; ``r.refresh()`` picks up
+        new frames) instead of waiting for its end.
+        """
+        live = self.live_proxy(source, session, settings)
+        if live is not None:
+            try:
+                return ProxyReader(live)
+            except ProxyFormatError:
+                pass  # finished or dropped meanwhile: the ordinary way below
         proxy = self.ensure(source, session, settings)
         reader = ProxyReader(proxy)
         mark_used(proxy.with_suffix(".json"))
         return reader
+
+
+    # -- following a recording ------------------------------------------------------
+
+    def follow(
+        self,
+        source: str | Path,
+        session: str | None = None,
+        settings: ProxySettings | None = None,
+        *,
+        is_done: Callable[[], bool] | None = None,
+        stop: threading.Event | None = None,
+        on_publish: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Make the proxy of a segment while it is being recorded; returns the
+        valid proxy once the recording is complete.
+
+        Frames are decoded as their bytes reach the file and published in
+        batches (at most about 0.5 s apart): from the first batch on,
+        :meth:`open` in any process gives a live reader, and :meth:`entries`
+        lists the entry as ``live``. ``is_done()`` says when the recorder is done
+        with the file (default: no process holds it open for writing and it
+        stopped changing, see :class:`growing.WriterGone`); a recorder calling
+        this from its own process passes its own. At the end the live proxy
+        becomes an ordinary one, its frames untouched, after a demux-only scan of
+        the finished file confirms every frame; if it does not match, the
+        segment is encoded anew (logged). ``stop`` set abandons the follow (the
+        live proxy is deleted; ``FollowStopped`` is raised). A file truncated,
+        replaced or deleted while followed raises :class:`SourceChangedError`
+        and leaves nothing behind. ``session=None`` means :data:`DEFAULT_SESSION`.
+        """
+        settings = settings or ProxySettings()
+        src = self._resolve_source(source)
+        session_name = validate_session(session)
+        sdir = self.root / session_name
+        self._prepare_session_dir(sdir)
+        with self._locked(session_name, self._key_for(src)):
+            key, manifest = self._key(src, sdir)
+            hit = self._valid_proxy(manifest, src, sdir, settings)
+            if hit is not None:
+                return hit
+            return self._follow_locked(src, sdir, key, settings, is_done or WriterGone(src), stop, on_publish)
+
+    def _follow_locked(
+        self,
+        src: Path,
+        sdir: Path,
+        key: str,
+        settings: ProxySettings,
+        is_done: Callable[[], bool],
+        stop: threading.Event | None,
+        on_publish: Callable[[int], None] | None,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        """:meth:`follow`, under the proxy's lock."""
+        self._remove_leftovers(sdir, key)
+        self._remove_unusable(sdir, key)
+        owner = new_token()
+        claim = self._claim_session_dir(sdir, key, owner)
+        manifest_path = sdir / f"{key}.json"
+        started = time.monotonic()
+        st = os.stat(src)
+        build_id = secrets.token_bytes(16)
+        record = LiveManifest(str(src), st.st_dev, st.st_ino, settings.fingerprint(), f"{key}.{PROXY_CONTAINER}", f"{key}.frames", 0, 0, build_id.hex(), owner)
+
+        def begin(writer: ProxyWriter) -> None:
+            live = dataclasses.replace(record, width=writer.geometry.width, height=writer.geometry.height)
+            write_manifest(manifest_path, live, sdir / f".{key}.{owner}.tmp.json")
+
+        def published(count: int) -> None:
+            if progress is not None:
+                progress(count, None, count / max(time.monotonic() - started, 1e-6))
+            if on_publish is not None:
+                on_publish(count)
+
+        try:
+            try:
+                writer, followed = follow_proxy(src, sdir / record.proxy_file, sdir / record.frame_map_file, settings, build_id, is_done, stop, begin, published)
+            except LiveOrderError as exc:
+                log.warning("%s: %s; proxying it once it is complete", src, exc.reason)
+                wait_until(is_done, stop)
+                return self._encode_locked(src, sdir, key, settings, progress)
+            before = source_fingerprint(src)
+            result = confirm_followed(src, followed, writer, time.monotonic() - started)
+            if result is None:
+                writer.abort()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(manifest_path)
+                log.warning("%s: the frames followed while it was recorded do not match the finished file; encoding it again", src)
+                return self._encode_locked(src, sdir, key, settings, progress)
+            return self._publish(result, sdir, key, owner, settings, before)
+        except BaseException:
+            ours = read_live_manifest(manifest_path)
+            if ours is not None and ours.owner == owner:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(manifest_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim)
+            raise
+
+    def _live_record(self, sdir: Path, key: str) -> LiveManifest | None:
+        """The record of a live proxy whose follower is at work, else None."""
+        live = read_live_manifest(sdir / f"{key}.json")
+        if live is None:
+            return None
+        try:
+            last_write = os.stat(sdir / live.frame_map_file).st_mtime
+        except OSError:
+            return None
+        return live if owner_alive(live.owner, last_write) else None
+
+    def live_proxy(self, source: str | Path, session: str | None = None, settings: ProxySettings | None = None) -> Path | None:
+        """The proxy of ``source`` being followed now while recorded (in
+        ``session``, or in any session), else None. Never waits."""
+        src = self._resolve_source(source)
+        settings = settings or ProxySettings()
+        for name in self._session_names(session) if session is not None else [DEFAULT_SESSION, *self._session_names(None)]:
+            sdir = self.root / name
+            key = self._key_for(src)
+            live = self._live_record(sdir, key)
+            if live is not None and live.source_path == str(src) and live.settings == settings.fingerprint():
+                return sdir / live.proxy_file
+        return None
+
+    def _remove_unusable(self, sdir: Path, key: str) -> None:
+        """Delete this key's proxy files that no valid manifest vouches for (a
+        stale proxy, a dead follower's live one): the record first, so that
+        nothing trusts the files while they go."""
+        for suffix in ("json", PROXY_CONTAINER, "frames"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sdir / f"{key}.{suffix}")
 
     # -- listing ------------------------------------------------------------------
 
@@ -614,6 +780,10 @@ class ProxyCache:
         # Another process may publish or remove these files while we look: a file gone counts as nothing.
         stats = [_stat_or_none(p) for p in files]
         size = sum(st.st_size for st in stats if st is not None)
+        if manifest is None:
+            live = self._live_record(sdir, key)
+            if live is not None:
+                return CacheEntry(session, key, Path(live.source_path), sdir / live.proxy_file, size, live_frames(sdir / live.frame_map_file), "live", False, None, tuple(sorted(files)))
         if manifest is None or not manifest.files_match(sdir):
             return CacheEntry(session, key, None, next((p for p in files if p.suffix in (".avi", ".mkv")), None), size, None, "orphan", False, None, tuple(sorted(files)))
         source = Path(manifest.source.path)

@@ -66,9 +66,18 @@ def open_decoder(info: SourceInfo, decoder: str) -> tuple[av.container.InputCont
     return container, container.streams[info.video.index]
 
 
-def _nominal_ticks(info: SourceInfo) -> int:
-    rate = info.video.average_rate or fractions.Fraction(30)
-    return max(1, round(1 / (rate * info.video.time_base)))
+def nominal_ticks(time_base: fractions.Fraction, rate: fractions.Fraction | None) -> int:
+    """One frame's duration in ``time_base`` ticks at ``rate`` (30 fps when unknown)."""
+    return max(1, round(1 / ((rate or fractions.Fraction(30)) * time_base)))
+
+
+def frame_pts(frame: av.VideoFrame, previous: int | None, nominal: int) -> int:
+    """A decoded frame's pts: its own, else its dts, else the previous pts plus
+    one nominal frame duration (0 for a first frame that says nothing)."""
+    pts = frame.pts if frame.pts is not None else frame.dts
+    if pts is None:
+        pts = previous + nominal if previous is not None else 0
+    return pts
 
 
 class SourceDecoder:
@@ -143,17 +152,14 @@ class SourceDecoder:
         """(source pts, frame) in presentation order. A frame without pts gets
         its dts, or the previous pts plus one nominal frame duration."""
         self._thread.start()
-        nominal = _nominal_ticks(self.info)
+        nominal = nominal_ticks(self.info.video.time_base, self.info.video.average_rate)
         previous: int | None = None
         while True:
             item = self._queue.get()
             if item is self._END:
                 break
-            pts = item.pts if item.pts is not None else item.dts
-            if pts is None:
-                pts = previous + nominal if previous is not None else 0
-            previous = pts
-            yield pts, item
+            previous = frame_pts(item, previous, nominal)
+            yield previous, item
         if self._error is not None:
             raise self._error
 

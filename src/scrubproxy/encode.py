@@ -18,7 +18,6 @@ the source pts, the proxy pts and where the JPEG lies in the proxy file.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections import deque
@@ -27,15 +26,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
 from .decode import SourceDecoder, decoder_plan, open_decoder
 from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
-from .framemap import FrameMapHeader, write_frame_map
 from .hwchoice import auto_plan, choose_decoder, time_decode
-from .mux import PROXY_CONTAINER, ProxyWriter, index_proxy
+from .mux import PROXY_CONTAINER, ProxyWriter
 from .probe import SourceInfo, probe
 from .settings import ProxySettings, resolve_cache_root
 
@@ -67,46 +63,47 @@ class EncodeResult:
 
 @dataclass(frozen=True)
 class _Decoded:
-    """What one run of the pipeline wrote: per frame, its source pts and proxy pts."""
+    """What one run of the pipeline wrote: both files, complete."""
 
-    source_pts: list[int]
-    proxy_pts: list[int]
+    frames: int
     warnings: tuple[str, ...]
     partial: bool
 
 
-def _run_pipeline(info: SourceInfo, decoder: str, output_path: Path, settings: ProxySettings, progress: ProgressCallback | None) -> _Decoded:
-    """Run the decode -> convert -> mux pipeline once with ``decoder``."""
+def _run_pipeline(
+    info: SourceInfo, decoder: str, proxy_path: Path, frame_map_path: Path, build_id: bytes, settings: ProxySettings, progress: ProgressCallback | None
+) -> _Decoded:
+    """Run the decode -> convert -> write pipeline once with ``decoder``; on any
+    error both files are gone."""
     geometry = proxy_geometry(info, settings)
     source = SourceDecoder(info, decoder)
     converter = ConversionPool(filter_chain(info, geometry), jpeg_quality(settings.quality))
-    source_pts: list[int] = []
-    proxy_pts: list[int] = []
+    count = 0
     pending: deque[tuple[Future[bytes], int]] = deque()
     started = last_report = time.monotonic()
     output: ProxyWriter | None = None
 
-    def mux_ready(keep: int) -> None:
-        """Mux converted frames in order until at most ``keep`` are pending and the oldest is still running."""
+    def write_ready(keep: int) -> None:
+        """Write converted frames in order until at most ``keep`` are pending and the oldest is still running."""
         while len(pending) > keep or (pending and pending[0][0].done()):
-            jpeg, at = pending.popleft()
-            output.write(jpeg.result(), at)
+            jpeg, pts = pending.popleft()
+            output.add(pts, jpeg.result())
 
     try:
-        output = ProxyWriter(output_path, info, geometry)
+        output = ProxyWriter(proxy_path, frame_map_path, info, geometry, build_id)
         for pts, frame in deinterlaced(info, source.frames()):
-            out_pts = output.proxy_pts(pts)
-            pending.append((converter.submit(frame), out_pts))
-            source_pts.append(pts)
-            proxy_pts.append(out_pts)
+            pending.append((converter.submit(frame), pts))
+            count += 1
             # Keep every worker busy: one frame in hand each, and two queued.
-            mux_ready(converter.workers + 2)
+            write_ready(converter.workers + 2)
             now = time.monotonic()
             if progress is not None and now - last_report >= _PROGRESS_INTERVAL:
                 last_report = now
-                progress(len(source_pts) - len(pending), info.video.frame_count or None, len(source_pts) / max(now - started, 1e-6))
-        mux_ready(0)
-        output.close()
+                progress(count - len(pending), info.video.frame_count or None, count / max(now - started, 1e-6))
+        write_ready(0)
+        if not count:
+            raise SourceUnreadableError(info.path, "video stream holds no decodable frame")
+        output.finish()
     except BaseException:
         if output is not None:
             output.abort()
@@ -117,18 +114,18 @@ def _run_pipeline(info: SourceInfo, decoder: str, output_path: Path, settings: P
     warnings = []
     partial = source.partial or info.truncated is not None
     if source.partial:
-        warnings.append(f"source ends in damaged data after frame {len(source_pts)} ({source.tail_error}); the proxy holds the frames before it")
+        warnings.append(f"source ends in damaged data after frame {count} ({source.tail_error}); the proxy holds the frames before it")
     elif info.truncated is not None:
         # The demuxer just stops at a cut: only the file's structure tells.
-        warnings.append(f"source is cut off ({info.truncated}): the recording was probably interrupted; the proxy holds the {len(source_pts)} frames that decode")
+        warnings.append(f"source is cut off ({info.truncated}): the recording was probably interrupted; the proxy holds the {count} frames that decode")
     if source.corrupt_frames:
         warnings.append(f"{source.corrupt_frames} frame(s) decoded from damaged data (shown as the decoder concealed them)")
     if source.bad_packets:
-        warnings.append(f"skipped {source.bad_packets} damaged packet(s); the proxy holds the {len(source_pts)} frames that decoded")
+        warnings.append(f"skipped {source.bad_packets} damaged packet(s); the proxy holds the {count} frames that decoded")
     if progress is not None:
         elapsed = max(time.monotonic() - started, 1e-6)
-        progress(len(source_pts), len(source_pts), len(source_pts) / elapsed)
-    return _Decoded(source_pts, proxy_pts, tuple(warnings), partial)
+        progress(count, count, count / elapsed)
+    return _Decoded(count, tuple(warnings), partial)
 
 
 def encode_proxy(
@@ -154,6 +151,7 @@ def encode_proxy(
     proxy_path = base.parent / f"{base.name}.{PROXY_CONTAINER}"
     frame_map_path = base.parent / f"{base.name}.frames"
     started = time.monotonic()
+    build_id = secrets.token_bytes(16)
     plan = decoder_plan(settings.hwaccel)
     if settings.hwaccel == "auto" and len(plan) > 1:
         root = Path(memory_root) if memory_root is not None else resolve_cache_root()
@@ -161,7 +159,7 @@ def encode_proxy(
     last_error: Exception | None = None
     for decoder in plan:
         try:
-            decoded = _run_pipeline(info, decoder, proxy_path, settings, progress)
+            decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
         except HardwareDecodeError as exc:
             _remove(proxy_path, frame_map_path)
             last_error = exc
@@ -178,27 +176,6 @@ def encode_proxy(
     else:  # pragma: no cover - "cpu" ends every auto plan
         raise EncodeError(info.path, f"no decoder worked: {last_error}")
     log.info("%s: decoded on %s", info.path, decoder)
-    count = len(decoded.source_pts)
-    try:
-        if not count:
-            raise SourceUnreadableError(info.path, "video stream holds no decodable frame")
-        build_id = secrets.token_bytes(16)
-        pts, offsets, sizes, proxy_tb = index_proxy(proxy_path)
-        if len(offsets) != count or not np.array_equal(pts, np.asarray(decoded.proxy_pts, np.int64)):
-            raise EncodeError(proxy_path, f"proxy holds {len(offsets)} frames for {count} decoded source frames")
-        header = FrameMapHeader(
-            count=count,
-            source_time_base=info.video.time_base,
-            source_start_pts=info.video.start_pts,
-            proxy_time_base=proxy_tb,
-            proxy_size=proxy_path.stat().st_size,
-            build_id=build_id,
-        )
-        write_frame_map(frame_map_path, header, np.asarray(decoded.source_pts, np.int64), pts, offsets, sizes)
-        _fsync_file(proxy_path)
-    except BaseException as exc:
-        _remove(proxy_path, frame_map_path)
-        raise _as_encode_error(exc, info, proxy_path) from exc
     geometry = proxy_geometry(info, settings)
     for warning in decoded.warnings:
         log.warning("%s: %s", info.path, warning)
@@ -207,7 +184,7 @@ def encode_proxy(
         proxy_path=proxy_path,
         frame_map_path=frame_map_path,
         container=PROXY_CONTAINER,
-        frames=count,
+        frames=decoded.frames,
         width=geometry.width,
         height=geometry.height,
         decoder=decoder,
@@ -233,14 +210,6 @@ def _as_encode_error(exc: BaseException, info: SourceInfo, proxy_path: Path) -> 
             return EncodeError(folder, "cannot write the proxy here (permission denied or read-only)")
         return EncodeError(folder, f"writing the proxy failed: {exc.strerror or exc}")
     return EncodeError(info.path, f"encode failed: {exc}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(*paths: Path) -> None:

@@ -262,8 +262,8 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_manifest(path: Path, manifest: Manifest, temp: Path) -> None:
-    """Write ``manifest`` to ``temp``, fsync it and rename it to ``path`` (the commit)."""
+def write_manifest(path: Path, manifest: "Manifest | LiveManifest", temp: Path) -> None:
+    """Write ``manifest`` (or a live record) to ``temp``, fsync it and rename it to ``path`` (the commit)."""
     with open(temp, "w", encoding="utf-8") as f:
         json.dump(manifest.to_json(), f, indent=1, sort_keys=True)
         f.flush()
@@ -279,3 +279,65 @@ def mark_used(manifest_path: Path) -> None:
     with contextlib.suppress(OSError):
         st = manifest_path.stat()
         os.utime(manifest_path, ns=(time.time_ns(), st.st_mtime_ns))
+
+
+LIVE_KIND = "scrubproxy-live"
+
+
+@dataclass(frozen=True)
+class LiveManifest:
+    """The record of a proxy still growing with its recording (same file name as
+    the manifest that replaces it at the end; another ``kind``, so that nothing
+    that reads manifests can take it for a finished proxy, after any crash).
+
+    It names the source by path and identity (device, inode): a file replaced
+    at that path is another recording. ``owner`` is the follower's writer token
+    (:mod:`.owner`); a live proxy whose owner is gone will never be finished.
+    """
+
+    source_path: str
+    source_device: int
+    source_inode: int
+    settings: dict[str, Any]
+    proxy_file: str
+    frame_map_file: str
+    width: int
+    height: int
+    build_id: str
+    owner: str
+    started: float = field(default_factory=time.time)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": LIVE_KIND, **vars(self)}
+
+
+_LIVE_FIELDS = {
+    "source_path": str,
+    "source_device": int,
+    "source_inode": int,
+    "settings": dict,
+    "proxy_file": str,
+    "frame_map_file": str,
+    "width": int,
+    "height": int,
+    "build_id": str,
+    "owner": str,
+    "started": float,
+}
+
+
+def read_live_manifest(path: Path) -> LiveManifest | None:
+    """The live record at ``path``, or ``None`` when there is none (or another
+    kind of record, or one this version cannot read)."""
+    try:
+        data = _read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != LIVE_KIND or data.get("format_version") != FORMAT_VERSION:
+        return None
+    try:
+        values = {name: _field(path, data, name, kind) for name, kind in _LIVE_FIELDS.items()}
+    except ManifestError:
+        return None
+    return LiveManifest(**values, format_version=FORMAT_VERSION)

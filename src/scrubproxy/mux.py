@@ -1,4 +1,4 @@
-"""The proxy file: compressed JPEGs muxed as MJPEG into Matroska, and indexed once finished.
+"""The proxy file: compressed JPEGs in Matroska, and the frame map that locates them.
 
 Every proxy is Matroska, whoever asks for it (the player, the server, the CLI),
 so that no consumer re-encodes another's proxy. Matroska against AVI on the
@@ -15,12 +15,19 @@ Matroska also carries the source's timestamps (variable-rate sources keep
 their timing), lets each mpv EDL part after the first start 0.5 ms before its
 first frame (an AVI proxy, first frame at 0, cannot: mpv showed frame k+1 for
 k), and can be read while it is being written.
+
+:class:`ProxyWriter` writes both files in batches with :mod:`.mkvwriter`,
+which knows where each JPEG lands: the frame map is written as the proxy is,
+with no second pass over the finished file, and a proxy of a recording still
+being made publishes its frames a batch at a time (see :mod:`.framemap`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import mmap
+import os
 from pathlib import Path
 
 import av
@@ -28,6 +35,8 @@ import numpy as np
 
 from .convert import ProxyGeometry
 from .errors import EncodeError
+from .framemap import FrameMapHeader, FrameMapWriter
+from .mkvwriter import MAX_CLUSTER_SPAN_MS, MatroskaWriter
 from .probe import SourceInfo
 
 #: The proxy's container, as its file suffix names it.
@@ -36,53 +45,95 @@ PROXY_CONTAINER = "mkv"
 #: Matroska's default timestamp unit; the proxy's own pts are in it.
 PROXY_TIME_BASE = fractions.Fraction(1, 1000)
 
+#: A batch is written once it holds this many JPEG bytes (bounded memory for
+#: encodes; a live proxy publishes more often, see :mod:`.live`).
+BATCH_BYTES = 1 << 20
+
 
 class ProxyWriter:
-    """The proxy being written: one MJPEG packet per frame, at the source's time."""
+    """A proxy and its frame map being written (I/O: creates both files, exclusively).
 
-    def __init__(self, path: Path, info: SourceInfo, geometry: ProxyGeometry) -> None:
+    :meth:`add` buffers a frame; :meth:`publish` appends the buffered frames
+    as one Matroska cluster, then their frame-map records, then moves the
+    published count past them; :meth:`finish` writes the proxy's index and
+    marks the map complete (fsynced); :meth:`abort` deletes both files.
+    """
+
+    def __init__(self, proxy_path: Path, frames_path: Path, info: SourceInfo, geometry: ProxyGeometry, build_id: bytes) -> None:
+        self.proxy_path, self.frames_path = proxy_path, frames_path
         self.info = info
-        self.out = av.open(str(path), "w", format="matroska")
-        stream = self.out.add_stream("mjpeg")
-        stream.width, stream.height = geometry.width, geometry.height
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = PROXY_TIME_BASE
-        cc = stream.codec_context
-        cc.time_base = PROXY_TIME_BASE
-        cc.color_range = 2  # full (JPEG)
-        cc.colorspace = 5  # BT.601, as every JPEG decoder reads it
-        self.stream = stream
-        self._last_pts: int | None = None
+        self.geometry = geometry
+        self.build_id = build_id
+        self._mkv = MatroskaWriter(proxy_path, geometry.width, geometry.height)
+        try:
+            header = FrameMapHeader(0, info.video.time_base, info.video.start_pts, PROXY_TIME_BASE, 0, build_id, complete=False)
+            self._map = FrameMapWriter(frames_path, header)
+        except BaseException:
+            self._mkv.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(proxy_path)
+            raise
         self._tb_ratio = info.video.time_base / PROXY_TIME_BASE
+        self._batch: list[tuple[int, bytes, int]] = []  # (proxy pts, jpeg, source pts)
+        self._batch_bytes = 0
+        self._last_pts: int | None = None
+        self._previous_pts: int | None = None
+        self.published = 0
 
-    def proxy_pts(self, source_pts: int) -> int:
-        """The proxy pts of the next frame: its source time from the source's
-        start, in ms, kept strictly increasing so that no two frames merge."""
+    def add(self, source_pts: int, jpeg: bytes) -> None:
+        """Buffer the next frame (presentation order). Its proxy pts is its source
+        time from the source's start, in ms, kept strictly increasing so that no
+        two frames merge."""
         pts = round((source_pts - self.info.video.start_pts) * self._tb_ratio)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
-        self._last_pts = pts
-        return pts
+        if self._batch and (pts - self._batch[0][0] > MAX_CLUSTER_SPAN_MS or self._batch_bytes >= BATCH_BYTES):
+            self.publish()
+        self._previous_pts, self._last_pts = self._last_pts, pts
+        self._batch.append((pts, jpeg, source_pts))
+        self._batch_bytes += len(jpeg)
 
-    def write(self, jpeg: bytes, pts: int) -> None:
-        """Mux one compressed proxy frame at ``pts`` (from :meth:`proxy_pts`)."""
-        packet = av.Packet(jpeg)
-        packet.pts = packet.dts = pts
-        packet.time_base = PROXY_TIME_BASE
-        packet.is_keyframe = True
-        packet.stream = self.stream
-        self.out.mux(packet)
+    @property
+    def pending(self) -> int:
+        """Frames added but not yet published."""
+        return len(self._batch)
 
-    def close(self) -> None:
-        """Finish the file (cues, sizes): raises if that write fails."""
-        self.out.close()
+    def publish(self) -> int:
+        """Write the buffered frames and make them visible; returns the frames published so far."""
+        if self._batch:
+            located = self._mkv.write_cluster([(pts, jpeg) for pts, jpeg, _ in self._batch])
+            self._map.append(
+                np.array([s for _, _, s in self._batch], np.int64),
+                np.array([p for p, _, _ in self._batch], np.int64),
+                np.array([o for o, _ in located], np.uint64),
+                np.array([n for _, n in located], np.uint32),
+            )
+            self._batch.clear()
+            self._batch_bytes = 0
+            self._map.publish(self._mkv.size)
+            self.published = self._map.published
+        return self.published
+
+    def finish(self) -> None:
+        """Publish what is buffered, write the proxy's index (cues, duration) and
+        mark the frame map complete; both files are fsynced and closed."""
+        self.publish()
+        if self._last_pts is None:
+            last = 0
+        elif self._previous_pts is not None:
+            last = self._last_pts - self._previous_pts
+        else:
+            last = round(1000 / float(self.info.video.average_rate or 30))
+        self._mkv.finish((self._last_pts or 0) + max(last, 1))
+        self._map.finish(os.stat(self.proxy_path).st_size)
 
     def abort(self) -> None:
-        """Close after a failure; the original error is the one worth reporting."""
-        try:
-            self.out.close()
-        except Exception:
-            pass
+        """Close and delete both files."""
+        self._mkv.close()
+        self._map.close()
+        for p in (self.proxy_path, self.frames_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
 
 
 def index_proxy(proxy_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, fractions.Fraction]:

@@ -7,6 +7,7 @@ header says 30 fps for an OBS recording that dropped a third of its frames.
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 import logging
 import statistics
@@ -515,38 +516,41 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     """Probe a source (reads it): header facts, the first decoded frame (for
     rotation, colour and pixel format) and a demux-only timestamp scan."""
     p = check_source_path(path)
-    size = p.stat().st_size
-    if size and is_animated_webp(p):
+    if p.stat().st_size and is_animated_webp(p):
         raise SourceUnreadableError(p, f"an animated WebP: the FFmpeg in PyAV ({av.ffmpeg_version_info}) cannot decode its frames")
     with open_container(p) as container:
         refuse_unless_recording(p, stream_kind(container) or "video")
         stream = choose_video_stream(container, p, stream_number)
-        video_number = [s.index for s in container.streams.video].index(stream.index)
-        summaries = tuple(_describe(s) for s in container.streams)
-        time_base = stream.time_base or fractions.Fraction(1, 90000)
-        if container.start_time is not None:  # microseconds
-            start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
-        else:
-            start_pts = stream.start_time or 0
-        rate = stream.average_rate or stream.guessed_rate
-        format_name = container.format.name
-        duration = container.duration / 1_000_000 if container.duration else None
-        codec = stream.codec_context.name
-        stream_index = stream.index
-        sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
         first = read_first_frame(container, stream, p)
-        flagged_order = field_order_of(first, stream)
-        if sar == 1:  # the codec's own aspect (H.264 VUI) where the container has none
-            sar = fractions.Fraction(stream.codec_context.sample_aspect_ratio or 1)
+        info = describe(p, container, stream, first)
     # A fresh container for the scan: seeking back is not reliable on every format.
     with open_container(p) as container:
-        stamps = scan_timestamps(container, container.streams[stream_index])
-    kind = frames_kind(format_name, len(stamps))
+        stamps = scan_timestamps(container, container.streams[info.video.index])
+    kind = frames_kind(info.format_name, len(stamps))
     refuse_unless_recording(p, kind)
-    field_order = flagged_order
-    if worth_idet(first.height, fractions.Fraction(rate) if rate else None, flagged_order):
+    video = info.video
+    field_order = video.field_order
+    if worth_idet(first.height, video.average_rate, None if field_order == "progressive" else field_order):
         with open_container(p) as container:
-            field_order = detect_field_order(container, container.streams[stream_index])
+            field_order = detect_field_order(container, container.streams[video.index]) or "progressive"
+    video = dataclasses.replace(video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, video.time_base), field_order=field_order)
+    return dataclasses.replace(info, video=video, kind=kind, truncated=truncation_reason(p))
+
+
+def describe(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream, first: av.VideoFrame) -> SourceInfo:
+    """What the header and the first decoded frame of ``stream`` say, without a
+    scan: ``frame_count`` is 0, ``variable_rate`` False and the field order only
+    what the stream flags, until :func:`probe` scans. Also used for sources still
+    being written, which cannot be scanned."""
+    time_base = stream.time_base or fractions.Fraction(1, 90000)
+    if container.start_time is not None:  # microseconds
+        start_pts = round(fractions.Fraction(container.start_time, 1_000_000) / time_base)
+    else:
+        start_pts = stream.start_time or 0
+    rate = stream.average_rate or stream.guessed_rate
+    sar = fractions.Fraction(stream.sample_aspect_ratio or 1)
+    if sar == 1:  # the codec's own aspect (H.264 VUI) where the container has none
+        sar = fractions.Fraction(stream.codec_context.sample_aspect_ratio or 1)
     mastering_peak, content_light, dolby_vision = hdr_metadata(first)
     rotation = _normalise_rotation(first.rotation)
     width, height = first.width, first.height
@@ -555,17 +559,16 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     fmt = first.format
     bit_depth = max((c.bits for c in fmt.components), default=8)
     return SourceInfo(
-        path=p,
-        size=size,
-        truncated=truncation_reason(p),
-        kind=kind,
-        format_name=format_name,
-        duration=duration,
-        streams=summaries,
+        path=path,
+        size=path.stat().st_size,
+        kind="video",
+        format_name=container.format.name,
+        duration=container.duration / 1_000_000 if container.duration else None,
+        streams=tuple(_describe(s) for s in container.streams),
         video=VideoInfo(
-            index=stream_index,
-            video_number=video_number,
-            codec=codec,
+            index=stream.index,
+            video_number=[s.index for s in container.streams.video].index(stream.index),
+            codec=stream.codec_context.name,
             width=width,
             height=height,
             sample_aspect=sar,
@@ -579,13 +582,13 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
             time_base=time_base,
             average_rate=fractions.Fraction(rate) if rate else None,
             start_pts=start_pts,
-            frame_count=len(stamps),
-            variable_rate=is_variable_rate(stamps, time_base),
+            frame_count=0,
+            variable_rate=False,
             transfer=TRANSFER_NAMES.get(first.color_trc, str(first.color_trc)),
             primaries=PRIMARIES_NAMES.get(first.color_primaries, str(first.color_primaries)),
             mastering_peak=mastering_peak,
             content_light=content_light,
             dolby_vision=dolby_vision,
-            field_order=field_order or "progressive",
+            field_order=field_order_of(first, stream) or "progressive",
         ),
     )

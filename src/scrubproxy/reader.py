@@ -32,8 +32,9 @@ import simplejpeg
 
 from .errors import ProxyFormatError, SourceUnreadableError
 from .framemap import TIME_TOLERANCE, FrameMap
-from .manifest import Manifest, read_manifest
+from .manifest import read_live_manifest, read_manifest
 from .original import upright_rgb
+from .owner import alive as owner_alive
 from .sourceframes import decode_exact
 
 #: The standard Huffman tables (JPEG spec, annex K.3) as one DHT segment: MJPEG
@@ -141,27 +142,78 @@ class ProxyReader:
     def __init__(self, proxy_path: str | Path) -> None:
         self.path = Path(proxy_path)
         self.frame_map = FrameMap(self.path.with_suffix(".frames"))
-        manifest = read_manifest(self.path.with_suffix(".json"))
+        self._manifest = read_manifest(self.path.with_suffix(".json"))
+        self._live = None if self._manifest is not None else read_live_manifest(self.path.with_suffix(".json"))
+        self._refresh_lock = threading.Lock()
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                self._data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
+            self._data, size = self._map_proxy()
+        except BaseException:
             self.frame_map.close()
-            raise ProxyFormatError(self.path, f"cannot open proxy: {getattr(exc, 'strerror', None) or exc}") from exc
+            raise
         header = self.frame_map.header
-        if size != header.proxy_size or (manifest is not None and manifest.build_id != header.build_id.hex()):
+        record = self._manifest or self._live
+        # A growing proxy's file runs ahead of its published frames, never behind.
+        fits = size == header.proxy_size if header.complete else size >= header.proxy_size
+        if not fits or (record is not None and record.build_id != header.build_id.hex()):
             self.close()
             raise ProxyFormatError(self.path, "proxy and frame map do not belong together (rebuild the proxy)")
-        self.metadata = self._metadata(manifest)
+        self.metadata = self._metadata()
 
-    def _metadata(self, manifest: Manifest | None) -> ProxyMetadata:
-        """From the manifest where there is one; else (a proxy made outside the
-        cache) the frame map and the first JPEG's header tell what they can."""
+    def _map_proxy(self) -> tuple[mmap.mmap, int]:
+        try:
+            with open(self.path, "rb") as f:
+                self._proxy_stat = os.fstat(f.fileno())
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), self._proxy_stat.st_size
+        except (OSError, ValueError) as exc:
+            raise ProxyFormatError(self.path, f"cannot open proxy: {getattr(exc, 'strerror', None) or exc}") from exc
+
+    @property
+    def live(self) -> bool:
+        """Can this proxy still grow? True while its recording is being followed
+        (frames are published as they arrive; :meth:`refresh` picks them up)."""
+        if self.frame_map.complete or self._live is None:
+            return False
+        try:
+            last_write = os.stat(self.frame_map.path).st_mtime
+        except OSError:
+            return False
+        return owner_alive(self._live.owner, last_write)
+
+    def refresh(self) -> int:
+        """Pick up the frames published since this reader opened (or last
+        refreshed) a live proxy; returns the new ``len``. Frames already there
+        never change. Raises ProxyFormatError when the live proxy was dropped
+        (its recording turned out to be another file) or replaced."""
+        with self._refresh_lock:
+            if self.frame_map.complete:
+                return len(self)
+            try:
+                same = self.frame_map.same_file() and os.path.samestat(os.stat(self.path), self._proxy_stat)
+            except OSError:
+                same = False
+            if not same:
+                raise ProxyFormatError(self.path, "the live proxy was dropped or replaced: open it again")
+            before = len(self)
+            n = self.frame_map.refresh()  # records first: the JPEGs they name are in the file already
+            if n != before or self.frame_map.complete:
+                if n and int(self.frame_map.offsets[-1]) + int(self.frame_map.sizes[-1]) > len(self._data):
+                    self._data = self._map_proxy()[0]  # the old map stays valid for readers holding it
+                if self.frame_map.complete:
+                    self._manifest = read_manifest(self.path.with_suffix(".json"))
+                self.metadata = self._metadata()
+            return n
+
+    def _metadata(self) -> ProxyMetadata:
+        """From the manifest (or the live record) where there is one; else (a
+        proxy made outside the cache) the frame map and the first JPEG's header
+        tell what they can."""
+        manifest, live = self._manifest, self._live
         fm = self.frame_map
         n = len(fm)
         if manifest is not None:
             width, height = manifest.proxy.width, manifest.proxy.height
+        elif live is not None:
+            width, height = live.width, live.height
         elif n:
             height, width = simplejpeg.decode_jpeg_header(self.jpeg(0))[:2]
         else:
@@ -177,8 +229,8 @@ class ProxyReader:
             frame_count=n,
             average_rate=rate,
             duration=end,
-            source_path=Path(manifest.source.path) if manifest is not None else None,
-            settings=dict(manifest.settings) if manifest is not None else {},
+            source_path=Path(manifest.source.path) if manifest is not None else Path(live.source_path) if live is not None else None,
+            settings=dict(manifest.settings) if manifest is not None else dict(live.settings) if live is not None else {},
             variable_rate=video.variable_rate if video is not None else self.path.suffix == ".mkv",
             container=self.path.suffix.lstrip("."),
             partial=manifest.partial if manifest is not None else False,

@@ -235,6 +235,13 @@ def progress_bar(enabled: bool) -> Progress:
     )
 
 
+#: What a source still being written is waiting for, by ensure_many's state.
+_RECORDING = {
+    "following": "still being recorded: following it to its end (frames appear as they are recorded)",
+    "recording": "still being recorded, in a format that can only be read once closed: waiting for the recorder",
+}
+
+
 class _EnsureProgress:
     """Renders ``ensure_many``'s progress: one line per source and its state in words
     ("waiting for another process", "reused", "12/60 240 fps", "60/60 done")."""
@@ -243,6 +250,7 @@ class _EnsureProgress:
         self.bar = bar
         self.plain = show and bar.disable  # not a terminal: say only what a log needs (waiting)
         self.tasks: dict[int, TaskID] = {}
+        self.following: set[int] = set()  # sources still being recorded: their frames so far
         self.lock = threading.Lock()
 
     def __call__(self, i: int, source: Path, state: str, done: int, total: Optional[int], fps: float) -> None:
@@ -251,9 +259,16 @@ class _EnsureProgress:
                 self.tasks[i] = self.bar.add_task(Path(source).name, total=None, note="")
                 if state == "waiting" and self.plain:
                     stderr.print(f"{source}: waiting for another process's encode", highlight=False, soft_wrap=True)
+            if state in _RECORDING and self.plain:
+                stderr.print(f"{source}: {_RECORDING[state]}", highlight=False, soft_wrap=True)
             task = self.tasks[i]
         if state == "waiting":
             self.bar.update(task, note="waiting for another process's encode")
+        elif state in _RECORDING:
+            self.following.add(i)
+            self.bar.update(task, note=_RECORDING[state])
+        elif state == "encoding" and i in self.following:
+            self.bar.update(task, note=f"{done} frames so far; waiting for the recorder to finish")
         elif state == "reused":
             self.bar.update(task, total=1, completed=1, note="reused")
         elif state == "encoding":
@@ -263,8 +278,17 @@ class _EnsureProgress:
 
 
 def ensure_proxies(
-    cli: CliState, sources: Sequence[Path], session: Optional[str], settings: ProxySettings, *, jobs: int = DEFAULT_JOBS, force: bool = False, show: bool = True
+    cli: CliState,
+    sources: Sequence[Path],
+    session: Optional[str],
+    settings: ProxySettings,
+    *,
+    jobs: int = DEFAULT_JOBS,
+    force: bool = False,
+    show: bool = True,
+    follow: bool = True,
 ) -> list[Path]:
-    """The proxies of ``sources`` (made or reused, ``jobs`` at a time), in order, with a progress bar."""
+    """The proxies of ``sources`` (made or reused, ``jobs`` at a time), in order,
+    with a progress bar; ``follow`` as in :meth:`ProxyCache.ensure`."""
     with progress_bar(show) as bar:
-        return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, progress=_EnsureProgress(bar, show))
+        return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=_EnsureProgress(bar, show))

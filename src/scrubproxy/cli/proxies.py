@@ -24,9 +24,21 @@ def proxy(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even valid proxies.")] = False,
     jobs: Jobs = DEFAULT_JOBS,
     quiet: Quiet = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow",
+            help="A SRC still being recorded is followed to its end (default); --no-follow takes what is there now, marked partial.",
+        ),
+    ] = True,
 ) -> None:
-    """Make (or reuse) the proxy of each SRC; print each proxy's path."""
-    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet):
+    """Make (or reuse) the proxy of each SRC; print each proxy's path.
+
+    A SRC that a recorder is still writing is never published as complete: it is
+    followed until the recorder closes it (Matroska, MPEG-TS, fragmented MP4), or
+    waited for (an MP4/MOV whose index comes at the end).
+    """
+    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet, follow=follow):
         typer.echo(str(path))
 
 

@@ -12,9 +12,11 @@ from rich.console import Console
 
 from .. import deinterlace, tonemap
 from ..errors import BadInputError
+from ..framemap import published_count
 from ..hwchoice import remembered_choice
 from ..original import encode_still
 from ..probe import probe
+from ..reader import ProxyReader
 from ..settings import ProxySettings
 from .common import AsJson, CliState, Command, Quiet, Session, Source, check_sources, command, ensure_proxies, progress_bar, stderr
 
@@ -30,10 +32,15 @@ def info(cli: CliState, settings: ProxySettings, source: Source, session: Sessio
     else:
         hit = cache.lookup(source, session, settings)
         found = (session, hit) if hit is not None else None
+    live = cache.live_proxy(source, session, settings) if found is None else None
     if found is not None:
-        proxy = {"path": str(found[1]), "session": found[0], "state": "valid"}
+        with ProxyReader(found[1]) as reader:
+            partial = reader.metadata.partial
+        proxy = {"path": str(found[1]), "session": found[0], "state": "partial" if partial else "valid", "frames": len(reader)}
+    elif live is not None:
+        proxy = {"path": str(live), "session": live.parent.name, "state": "live", "frames": published_count(live.with_suffix(".frames"))}
     else:
-        proxy = {"path": str(cache.path_for(source, session, settings)), "session": session, "state": "missing or stale"}
+        proxy = {"path": str(cache.path_for(source, session, settings)), "session": session, "state": "missing or stale", "frames": None}
     v = src.video
     data = {
         "source": str(src.path),
@@ -86,7 +93,8 @@ def info(cli: CliState, settings: ProxySettings, source: Source, session: Sessio
         if line:
             out.print(f"  {line}", highlight=False)
     where = f", session {proxy['session']}" if proxy["session"] else ""
-    out.print(f"  proxy: {proxy['path']} ({proxy['state']}{where})", highlight=False)
+    so_far = f", {proxy['frames']} frames so far" if proxy["state"] == "live" else ""
+    out.print(f"  proxy: {proxy['path']} ({proxy['state']}{so_far}{where})", highlight=False)
     out.print(f"  hwaccel auto: {choice.describe() if choice else 'not measured yet on this machine (at the first encode)'}", highlight=False)
 
 
@@ -122,6 +130,9 @@ def verify(
         where = "frame count" if m.frame < 0 else f"frame {m.frame}"
         typer.echo(f"mismatch: {where}: {m.reason}")
     verdict = "ok" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+    with ProxyReader(proxy_path) as reader:
+        if reader.metadata.partial:
+            verdict += " (partial: the recording was cut short, or taken while still being written)"
     stderr.print(f"{report.source}: {len(report.checked)} of {report.frames} frames checked, {verdict}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
