@@ -36,11 +36,11 @@ def info(cli: CliState, settings: ProxySettings, source: Source, session: Sessio
     if found is not None:
         with ProxyReader(found[1]) as reader:
             partial = reader.metadata.partial
-        proxy = {"path": str(found[1]), "session": found[0], "state": "partial" if partial else "valid", "frames": len(reader)}
+        proxy = {"path": str(found[1]), "session": found[0], "state": "partial" if partial else "valid"}
     elif live is not None:
         proxy = {"path": str(live), "session": live.parent.name, "state": "live", "frames": published_count(live.with_suffix(".frames"))}
     else:
-        proxy = {"path": str(cache.path_for(source, session, settings)), "session": session, "state": "missing or stale", "frames": None}
+        proxy = {"path": str(cache.path_for(source, session, settings)), "session": session, "state": "missing or stale"}
     v = src.video
     data = {
         "source": str(src.path),
