@@ -63,8 +63,8 @@ SESSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEY = r"[A-Za-z0-9._-]*-[0-9a-f]{8}(?:[0-9a-f]{8})?"
 #: A proxy's files: the proxy, its frame map, its manifest and its thumbnail sheets (thumbs.py).
-PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json|w[0-9]{{1,5}}i[0-9]{{1,10}}c[0-9]{{1,2}}r[0-9]{{1,2}}\.thumbs)")
-TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>[A-Za-z0-9_-]+)\.tmp\.(?P<ext>avi|mkv|frames|json|thumbs)")
+PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json|webm|w[0-9]{{1,5}}i[0-9]{{1,10}}c[0-9]{{1,2}}r[0-9]{{1,2}}\.thumbs)")
+TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>[A-Za-z0-9_-]+)\.tmp\.(?P<ext>avi|mkv|frames|json|webm|thumbs)")
 TAG_NAME = "CACHEDIR.TAG"
 LOCKS_DIR = ".locks"
 RESERVED_NAMES = (".", "..", LOCKS_DIR, TAG_NAME)
