@@ -440,9 +440,12 @@ function follow(t) {
   const seg = segmentOf(shown);
   const el = soundOf(seg.index);
   const at = clamp(t - seg.start_time, 0, seg.duration);
+  if (!el) {
+    silence(); // a source without sound
+    return;
+  }
   if (el !== sounding) {
     silence();
-    if (!el) return;
     sounding = el;
     el.currentTime = at;
     el.play().catch(() => {}); // refused (no user gesture yet): playback goes on silent
