@@ -5,13 +5,14 @@ proxied frame-exactly (animated GIF, HDR PQ/HLG, anamorphic, interlaced)."""
 from __future__ import annotations
 
 import fractions
+import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from scrubproxy import tonemap
+from scrubproxy import ProxyCache, tonemap
 from scrubproxy.deinterlace import deinterlace_filters, deinterlaced
 from scrubproxy.deinterlace import describe as deinterlace_note
 from scrubproxy.encode import encode_proxy
@@ -303,3 +304,40 @@ def test_interlaced_sources_are_deinterlaced_one_frame_per_frame(tmp_path, flagg
         return float(np.mean(np.abs(y[1:-1] - (y[:-2] + y[2:]) / 2)))
 
     assert combing(out[8]) < combing(raw[8]) / 2
+
+
+# ---------------------------------------------------------------- the watcher
+
+
+def test_watch_ignores_what_is_not_a_recording_in_one_line_each(refused, make_media, run_cli, tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    others = {}
+    for kind, name in (("text", "notes.txt"), ("image", "still.png"), ("audio", "voice.mp3"), ("cover-art", "song.mp3"), ("data", "telemetry.ts")):
+        source = next(p for p in refused[kind] if p.name == name)
+        (folder / name).write_bytes(source.read_bytes())
+        others[folder / name] = REFUSED_KINDS[kind]
+    good = folder / "good.mp4"
+    good.write_bytes(make_media("watch-good.mp4", frames=12, gop=6, bframes=1).read_bytes())
+    cache_dir = tmp_path / "cache"
+    result = run_cli("watch", "--once", "--settle", "0.5", "--pattern", "*", folder, cache_dir=cache_dir)
+    assert result.returncode == 0, result.stderr
+    messages = [line.split(" ", 3)[3] for line in result.stderr.splitlines() if line.count(" ") >= 3]
+    for path, reason in others.items():
+        assert [m for m in messages if str(path) in m] == [f"ignored {path}: {reason}"], result.stderr
+    assert [m for m in messages if m.startswith(("encoding", "skipped"))] == [f"encoding {good}"], result.stderr
+    [entry] = ProxyCache(cache_dir).entries()
+    with ProxyReader(entry.proxy_path) as r:
+        assert [read_index(r[k]) for k in range(len(r))] == list(range(12))
+
+
+def test_info_says_what_a_file_is(refused, run_cli, tmp_path):
+    gif = _animation(tmp_path / "loop.gif", "gif", "gif")
+    text = run_cli("info", gif)
+    assert text.returncode == 0, text.stderr
+    assert f"{gif} (animation: gif" in " ".join(text.stdout.split())
+    data = json.loads(run_cli("info", "--json", gif).stdout)
+    assert data["kind"] == "animation" and data["field_order"] == "progressive" and data["transfer"] and data["primaries"]
+    song = refused["cover-art"][0]
+    result = run_cli("info", song)
+    assert result.returncode == 3 and f"error: {song}: {REFUSED_KINDS['cover-art']}" in result.stderr

@@ -383,3 +383,73 @@ def test_phone_labels_keep_what_tells_segments_apart_and_help_is_reachable(brows
     assert page.locator("#help").is_visible()
     assert page.request.get(base_url.rstrip("/") + "/favicon.ico").headers["content-type"].startswith("image/svg")
     context.close()
+
+
+@pytest.fixture(scope="module")
+def tone_url(make_media, tmp_path_factory):
+    """Two segments whose sources carry a tone (1.5 s each), then one without sound."""
+    sources = [make_media(f"page-tone-{hz}.mp4", frames=45, gop=15, bframes=1, audio=True, tone=hz) for hz in (440, 660)]
+    sources.append(make_media("page-mute.mp4", frames=15))
+    with serving(*sources, cache_dir=tmp_path_factory.mktemp("page-tone-cache")) as base:
+        yield base
+
+
+SOUND_STATE = """() => {
+  const playing = [...document.querySelectorAll('audio')].filter((a) => !a.paused);
+  return {
+    playing: playing.map((a) => ({segment: +a.dataset.segment, time: a.currentTime, ready: a.readyState})),
+    segment: document.querySelector('#segment-name').textContent,
+    sourceTime: parseFloat(document.querySelector('#source-time').textContent.split(':').pop()),
+    state: document.body.dataset.state,
+  };
+}"""
+
+
+def test_sound_plays_along_at_1x_and_stops_on_pause(browser, tone_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.goto(tone_url + "#f=10")
+    wait_idle(page)
+    page.keyboard.press(" ")
+    seen = []
+    for _ in range(20):  # about 2 s: across the join into the second segment
+        page.wait_for_timeout(100)
+        seen.append(page.evaluate(SOUND_STATE))
+    playing = [s for s in seen if s["state"] == "playing" and s["playing"]]
+    assert len(playing) >= 12, seen
+    for s in playing[3:]:  # (the first moments: the sound starting)
+        [sound] = s["playing"]
+        assert abs(sound["time"] - s["sourceTime"]) < 0.15, s
+    assert {s["playing"][0]["segment"] for s in playing} == {0, 1}, seen
+    page.keyboard.press("k")
+    wait_idle(page)
+    assert page.evaluate(SOUND_STATE)["playing"] == []
+    page.keyboard.press("Home")
+    wait_idle(page)
+    page.keyboard.press(" ")
+    page.wait_for_timeout(500)
+    assert len(page.evaluate(SOUND_STATE)["playing"]) == 1
+    page.keyboard.press(" ")
+    page.wait_for_timeout(100)
+    assert page.evaluate(SOUND_STATE)["playing"] == []
+    page.keyboard.press("l")
+    page.keyboard.press("l")  # 2x: silent
+    page.wait_for_timeout(400)
+    assert page.evaluate(SOUND_STATE)["playing"] == []
+    page.keyboard.press("j")  # reverse: silent
+    page.wait_for_timeout(300)
+    assert page.evaluate(SOUND_STATE)["playing"] == []
+    page.keyboard.press("k")
+    page.keyboard.press("End")
+    wait_idle(page)
+    for _ in range(12):
+        page.keyboard.press("ArrowLeft")
+    wait_idle(page)
+    assert page.inner_text("#segment-name").startswith("page-mute")
+    page.keyboard.press(" ")  # the segment without sound: none, and no errors
+    page.wait_for_timeout(300)
+    assert page.evaluate(SOUND_STATE)["playing"] == []
+    assert errors == []
+    page.close()

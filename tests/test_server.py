@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from servehelp import serving
 
+from scrubproxy import ProxyCache
 from scrubproxy.original import upright_rgb
 from scrubproxy.sourceframes import decode_exact
 from scrubproxy.reader import ProxyReader
@@ -233,6 +234,14 @@ BAD_URLS = [
     "/thumbs/../../etc/passwd",
     "/thumbs/%2e%2e/%2e%2e/etc/passwd",
     "/thumbs/0/" + "1" * 40 + ".jpg",
+    "/audio/0.webm",  # these sources have no sound
+    "/audio/4.webm",
+    "/audio/-1.webm",
+    "/audio/0.mp3",
+    "/audio/0.webm/extra",
+    "/audio/..%2F..%2Fetc%2Fpasswd",
+    "/audio/%2e%2e/%2e%2e/etc/passwd",
+    "/audio/" + "1" * 40 + ".webm",
 ]
 BAD_QUERIES = ["/frames/at.jpg", "/frames/at.jpg?t=", "/frames/at.jpg?t=-1", "/frames/at.jpg?t=nan", "/frames/at.jpg?t=inf", "/frames/at.jpg?t=1e309", "/frames/at.jpg?t=abc", "/frames/at.jpg?t=" + "1" * 5000]
 
@@ -329,3 +338,39 @@ def test_thumbnail_track_sheets_and_frame_times_describe_the_timeline(server):
     assert all(a[1] == b[0] for a, b in zip(ends, ends[1:])) and ends[-1][1] == round(timeline["duration"], 3)
     status, headers, _ = client.get("/favicon.ico")
     assert status == 200 and headers["content-type"].startswith("image/svg+xml")
+
+
+@pytest.fixture(scope="module")
+def sound_server(make_media, tmp_path_factory):
+    """Two segments that carry a tone each (440 and 660 Hz) and one silent segment."""
+    sources = [make_media(f"tone-{hz}.mp4", frames=24, gop=12, bframes=1, audio=True, tone=hz) for hz in (440, 660)]
+    sources.append(make_media("mute.mp4", frames=12))
+    cache_dir = tmp_path_factory.mktemp("sound-cache")
+    with serving(*sources, "--session", SESSION, cache_dir=cache_dir) as base:
+        yield Client(base), cache_dir, sources
+
+
+def test_each_segment_sound_is_its_source_audio_cut_to_the_segment(sound_server, tmp_path):
+    client, cache_dir, sources = sound_server
+    segments = client.json("/api/timeline")["segments"]
+    assert [s["audio"] for s in segments] == [True, True, False]
+    for seg, hz in zip(segments[:2], (440, 660)):
+        status, headers, body = client.get(f"/audio/{seg['index']}.webm")
+        assert status == 200 and headers["content-type"] == "audio/webm", body[:200]
+        (tmp_path / "sound.webm").write_bytes(body)
+        with av.open(str(tmp_path / "sound.webm")) as c:
+            samples = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)
+            rate = c.streams.audio[0].rate
+        assert samples.shape[1] == round(seg["duration"] * rate)  # exactly the segment's length
+        spectrum = np.abs(np.fft.rfft(samples[0]))
+        assert np.argmax(spectrum) * rate / samples.shape[1] == pytest.approx(hz, abs=2)  # its own source's sound
+        status, headers, part = client.get(f"/audio/{seg['index']}.webm", headers={"Range": "bytes=0-99"})
+        assert status == 206 and part == body[:100]  # seekable in a browser
+    status, headers, body = client.get("/audio/2.webm")
+    assert status == 404 and headers["content-type"] == "application/json" and "no sound" in json.loads(body)["error"]
+    # kept beside the proxy, and removed with it
+    cache = ProxyCache(cache_dir)
+    entry = next(e for e in cache.entries(SESSION) if e.source == sources[0])
+    assert entry.proxy_path.with_suffix(".webm") in entry.files
+    cache.remove_entry(entry)
+    assert not entry.proxy_path.with_suffix(".webm").exists()

@@ -416,3 +416,35 @@ def test_an_encode_reports_its_outcome_as_a_value(tmp_path, make_media):
     assert_frame_exact(ProxyCache(root), source, 30)
     failed = encode_segment(root, str(bad), None, ProxySettings(), seen.append)
     assert failed == Failed(3, bad, failed.reason) and "not a video file" in failed.reason
+
+
+def _sound_only(path: Path, seconds: float) -> Path:
+    """A Matroska file holding only sound (a recorder's separate microphone track)."""
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        audio = out.add_stream("aac", rate=48000)
+        for i in range(int(seconds * 48000 / 1024)):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, i * 1024
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    return path
+
+
+def test_a_file_that_is_no_recording_is_ignored_once_per_content(tmp_path, make_media, watchers):
+    folder, cache_dir = tmp_path / "rec", tmp_path / "cache"
+    folder.mkdir()
+    w = watchers(cache_dir, folder)
+    mic = _sound_only(folder / "mic.mkv", 0.5)
+    w.wait_for(lambda: w.lines("ignored"), "the sound-only file to be ignored")
+    shutil.copy(make_media("after-mic.mp4", frames=15), folder / "after.mp4")
+    w.wait_for(lambda: ProxyCache(cache_dir).lookup(folder / "after.mp4") is not None, "the next segment's proxy")
+    time.sleep(4.5)  # more than two folder scans
+    assert [p for _, p in w.lines("ignored")] == [f"{mic}: audio only: no video stream"]
+    assert [Path(p).name for _, p in w.lines("encoding")] == ["after.mp4"]
+    assert not w.lines("skipped") and not w.lines("complete: " + str(mic))
+    _sound_only(mic, 1.0)  # new content: judged again
+    w.wait_for(lambda: len(w.lines("ignored")) == 2, "the changed file to be ignored again")
+    rc, _ = w.stop()
+    assert rc == 0

@@ -81,9 +81,9 @@ _POLL_SECONDS = 0.1
 SESSION_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _STEM_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEY = r"[A-Za-z0-9._-]*-[0-9a-f]{8}(?:[0-9a-f]{8})?"
-#: A proxy's files: the proxy, its frame map, its manifest and its thumbnail sheets (thumbs.py).
-PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json|w[0-9]{{1,5}}i[0-9]{{1,10}}c[0-9]{{1,2}}r[0-9]{{1,2}}\.thumbs)")
-TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>{OWNER_CHARS})\.tmp\.(?P<ext>avi|mkv|frames|json|thumbs)")
+#: A proxy's files: the proxy, its frame map, its manifest, its thumbnail sheets (thumbs.py) and its sound for the page (audio.py).
+PROXY_FILE_RE = re.compile(rf"(?P<key>{_KEY})\.(?P<ext>avi|mkv|frames|json|webm|w[0-9]{{1,5}}i[0-9]{{1,10}}c[0-9]{{1,2}}r[0-9]{{1,2}}\.thumbs)")
+TEMP_FILE_RE = re.compile(rf"\.(?P<key>{_KEY})\.(?P<owner>{OWNER_CHARS})\.tmp\.(?P<ext>avi|mkv|frames|json|webm|thumbs)")
 TAG_NAME = "CACHEDIR.TAG"
 LOCKS_DIR = ".locks"
 RESERVED_NAMES = (".", "..", LOCKS_DIR, TAG_NAME)

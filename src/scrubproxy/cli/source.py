@@ -69,6 +69,8 @@ def info(cli: CliState, settings: ProxySettings, source: Source, session: Sessio
         },
         "kind": src.kind,
         "transfer": v.transfer,
+        "primaries": v.primaries,
+        "field_order": v.field_order,
         "hdr": tonemap.describe(src),
         "interlaced": deinterlace.describe(src),
         "proxy": proxy,
@@ -79,14 +81,14 @@ def info(cli: CliState, settings: ProxySettings, source: Source, session: Sessio
         typer.echo(json.dumps(data, indent=1))
         return
     out = Console()
-    out.print(f"[bold]{src.path}[/] ({src.format_name}, {src.size / 1e6:.1f} MB, {src.duration or 0:.2f} s)")
+    out.print(f"[bold]{src.path}[/] ({src.kind}: {src.format_name}, {src.size / 1e6:.1f} MB, {src.duration or 0:.2f} s)")
     for s in src.streams:
         out.print(f"  stream {s.index}: {s.type} {s.codec} {s.detail}", highlight=False)
     rate = f"{float(v.average_rate):.3f} fps" if v.average_rate else "unknown rate"
     out.print(
         f"  video: stream {v.index}, {v.width}x{v.height} -> shown {v.display_width}x{v.display_height}, "
         f"{rate}, {'variable' if v.variable_rate else 'constant'} rate, {v.frame_count} frames, rotation {v.rotation}, "
-        f"{v.pix_fmt} ({v.bit_depth}-bit), matrix {v.matrix}, {v.color_range} range",
+        f"{v.pix_fmt} ({v.bit_depth}-bit), matrix {v.matrix}, {v.color_range} range, transfer {v.transfer}, primaries {v.primaries}, {v.field_order}",
         highlight=False,
     )
     for line in (data["hdr"], data["interlaced"]):

@@ -27,12 +27,11 @@ the previous frame (at least 0.1 ms earlier) is dropped, the frame itself is not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
+from ..audio import source_audio
 from ..reader import ProxyReader
 from ..timeline import Segment, Timeline
 
@@ -51,23 +50,6 @@ MATCH_TOLERANCE = 1e-4
 EDL_LEAD = 0.0005
 #: Last-frame length of a Matroska proxy with one frame (no neighbour to measure).
 SINGLE_FRAME_LENGTH = 1 / 30
-#: Audio format assumed where a source's header leaves it out.
-DEFAULT_SILENCE = (48000, "mono")
-
-
-def source_audio(path: Path | None) -> tuple[int, str] | None:
-    """(sample rate, channel layout) of the first audio stream of ``path``; None
-    when it has none or cannot be opened (reads the header only)."""
-    if path is None:
-        return None
-    try:
-        with av.open(str(path)) as container:
-            for stream in container.streams.audio:
-                cc = stream.codec_context
-                return int(cc.sample_rate or DEFAULT_SILENCE[0]), str(getattr(cc.layout, "name", "") or DEFAULT_SILENCE[1])
-    except (av.error.FFmpegError, OSError, ValueError):
-        return None
-    return None
 
 
 def _edl_item(path: str, start: float, length: float) -> str:

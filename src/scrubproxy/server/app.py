@@ -13,6 +13,7 @@ place on the timeline)::
     GET /api/thumbs            thumbnail layout: tile size, sheets, the global frame of each tile
     GET /thumbs/{i}/{n}.jpg    thumbnail sheet n of segment i (tiles row by row)
     GET /thumbnails.vtt        the timeline as a WebVTT thumbnail track (sheet.jpg#xywh=x,y,w,h)
+    GET /audio/{i}.webm        segment i's sound (Opus), segment time 0 at 0 s (404 for a silent source)
     GET /favicon.ico|svg       the page's icon
 
 ``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
@@ -36,18 +37,21 @@ import contextlib
 import logging
 import math
 import re
+import threading
 from collections.abc import AsyncIterator
 from importlib import resources
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..audio import segment_sound, source_audio
 from ..errors import ScrubProxyError
 from ..original import encode_still, original_rgb
 from ..thumbs import ThumbSpec
@@ -69,6 +73,8 @@ _PAGE_FILES = {
 _NUMBER = re.compile(r"[0-9]{1,9}")
 #: Exact decodes at once: each holds a full-resolution decoder and a GOP of work.
 ORIGINAL_DECODES = 2
+#: Segments' sounds cut at once (each decodes and encodes a whole segment's audio).
+SOUND_CUTS = 2
 
 
 class HTTPError(Exception):
@@ -226,10 +232,12 @@ def _page_file(name: str) -> bytes:
 
 
 def describe_timeline(timeline: Timeline) -> dict:
-    """/api/timeline: the timeline, each segment with its wall-clock start where one is known."""
+    """/api/timeline: the timeline, each segment with its wall-clock start where
+    one is known and whether it has sound (its source's header says)."""
     data = timeline.describe()
     for seg, d in zip(timeline.segments, data["segments"]):
         d["wall_start"], d["wall_start_from"] = recording_start(seg.source, seg.duration)
+        d["audio"] = source_audio(seg.source) is not None
     return data
 
 
@@ -242,11 +250,13 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
     frames = Frames(timeline)
     page = {name: _page_file(name) for name in _PAGE_FILES}
     original_slots = anyio.CapacityLimiter(ORIGINAL_DECODES)
+    sound_slots = anyio.CapacityLimiter(SOUND_CUTS)
+    sound_locks = [threading.Lock() for _ in timeline.segments]  # one cut per segment at a time
     store = ThumbStore(timeline, thumbs)
     described = describe_timeline(timeline)
 
-    def segment_number(raw: str) -> int:
-        i = parse_number(raw, "segment")
+    def segment_number(raw: str, suffix: str = "") -> int:
+        i = parse_number(raw, "segment", suffix)
         if i >= len(timeline.segments):
             raise HTTPError(404, f"no such segment: {i} (the timeline has 0 to {len(timeline.segments) - 1})")
         return i
@@ -297,6 +307,26 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
             return _error(502, f"the source of segment {seg.index} could not give frame {local}: {getattr(exc, 'reason', exc)}")
         return Response(body, media_type="image/jpeg" if fmt == "jpg" else "image/png", headers=headers)
 
+    async def sound(request: Request) -> Response:
+        frames.check_version(request.query_params.get("v"))
+        i = segment_number(request.path_params["name"], ".webm")
+        if not described["segments"][i]["audio"]:
+            raise HTTPError(404, f"segment {i} has no sound")
+        seg = timeline.segments[i]
+
+        def work() -> Path | None:
+            with sound_locks[i]:
+                return segment_sound(seg.reader)
+
+        try:
+            path = await anyio.to_thread.run_sync(work, limiter=sound_slots)
+        except (ScrubProxyError, OSError) as exc:
+            log.warning("sound of segment %d: %s", i, exc)
+            return _error(502, f"the source of segment {i} could not give its sound: {getattr(exc, 'reason', exc)}")
+        if path is None:
+            raise HTTPError(404, f"segment {i} has no sound")
+        return FileResponse(path, media_type="audio/webm", headers={"Cache-Control": "no-cache"})
+
     async def timeline_json(request: Request) -> Response:
         return JSONResponse(described, headers={"Cache-Control": "no-cache"})
 
@@ -329,6 +359,7 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
             Route("/thumbs/{segment}/{name}", thumb_sheet),
             Route("/thumbnails.vtt", thumbs_vtt),
             Route("/original/{name}", original_frame),
+            Route("/audio/{name}", sound),
         ],
         exception_handlers={HTTPError: http_error, HTTPException: starlette_error, Exception: server_error},
         lifespan=_closing(store),

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
+from ..probe import REFUSED_KINDS, classify
 from ..settings import ProxySettings
 from .budget import enforce_budget
 from .completeness import Change, Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone
@@ -265,6 +266,8 @@ class SegmentWatcher:
         """Act on what the detector reports."""
         for change in changes:
             if isinstance(change, Complete):
+                if self._not_a_recording(change.path):
+                    continue
                 self._ready[change.path] = change
                 log.info("complete: %s (%.1f MB)", change.path, change.state.size / 1e6)
             elif isinstance(change, Gone):
@@ -308,6 +311,19 @@ class SegmentWatcher:
                 pass  # the encode reports it properly
             log.info("encoding %s", segment.path)
             self._encodes[segment.path] = _Job(segment, start_encode(self.cache, segment.path, self.session, self.settings))
+
+    def _not_a_recording(self, path: Path) -> bool:
+        """True, logged, for a file that holds no recording (text, a still, sound
+        only...): not an encode, not a failure. Logged once per content: the
+        detector reports a file complete again only once it changes."""
+        try:
+            kind = classify(path)
+        except ScrubProxyError:
+            return False  # unreadable or damaged: the encode reports it as a failure
+        if kind not in REFUSED_KINDS:
+            return False
+        log.info("ignored %s: %s", path, REFUSED_KINDS[kind])
+        return True
 
     def _reap(self) -> None:
         for path, job in list(self._encodes.items()):

@@ -12,7 +12,10 @@
 // once): the numbers under the picture describe the frame drawn, whether a
 // frame or a thumbnail. Playback shows each frame at its own source time (a
 // clock on the timeline's source time: variable rate as recorded); a frame
-// that is not there yet holds the clock, faster speeds skip frames.
+// that is not there yet holds the clock, faster speeds skip frames. Sound
+// plays only at 1x forward: each segment's own <audio> (/audio/{i}.webm, its
+// time 0 at the segment's start) follows the playback clock; paused, stepping,
+// shuttling at other speeds or in reverse, the page is silent.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -32,6 +35,7 @@ const LIVE_POLL_MS = 5000;
 const HALF_REFRESH_MS = 1000 / 120;
 const PREROLL = 8; // frames kept before playback starts its clock
 const PREROLL_MS = 400; // or this long waited for them
+const SOUND_DRIFT = 0.08; // seconds the sound may stray from the playback clock before it is put back
 
 let timeline = null; // /api/timeline
 let times = []; // per segment: Float64Array of frame times (seconds from the segment's start)
@@ -54,6 +58,8 @@ const prefetchAborts = new Set();
 let keptBytes = 0;
 const sheets = new Map(); // "seg/n" -> ImageBitmap (LRU by insertion order)
 const sheetLoading = new Map();
+const sounds = new Map(); // segment index -> <audio>, made when playback first reaches it
+let sounding = null; // the <audio> playing
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
@@ -334,6 +340,7 @@ function stopPrefetch() {
 // -- playback and shuttle -------------------------------------------------------------
 function setSpeed(s) {
   speed = s;
+  silence(); // the next tick starts the sound again where the clock is, at 1x
   $("play").textContent = speed === 0 ? "play" : `pause (${speed > 0 ? "" : "-"}${Math.abs(speed)}x)`;
   if (speed === 0) {
     cancelAnimationFrame(raf);
@@ -377,6 +384,7 @@ function tick(now) {
       if (clock.held) clock = { t: timeOf(g), at: now - HALF_REFRESH_MS }; // its time starts now
     } else clock = { t: timeOf(g), at: now - HALF_REFRESH_MS, held: true }; // hold the clock until it comes
   }
+  follow(clock.t + ((now - clock.at) / 1000) * speed);
   const atEnd = speed > 0 ? shown === lastFrame() : shown === 0;
   if (atEnd && shownKind === "frame") {
     setSpeed(0);
@@ -400,6 +408,61 @@ function shuttle(sign) {
   }
   if (Math.sign(speed) === sign) setSpeed(clamp(speed * 2, -SPEEDS, SPEEDS));
   else setSpeed(sign);
+}
+
+// -- sound: the segment's audio along with 1x forward playback --------------------------
+function soundOf(i) {
+  // the <audio> of segment i (null when its source has no sound)
+  if (!timeline.segments[i] || !timeline.segments[i].audio) return null;
+  let el = sounds.get(i);
+  if (!el) {
+    el = document.createElement("audio");
+    el.preload = "auto";
+    el.dataset.segment = i;
+    el.src = `/audio/${i}.webm?v=${timeline.version}`;
+    document.body.append(el);
+    sounds.set(i, el);
+  }
+  return el;
+}
+
+function silence() {
+  if (sounding) sounding.pause();
+  sounding = null;
+}
+
+function follow(t) {
+  // at 1x, once the clock runs: the sound of the segment on screen at clock time t
+  if (speed !== 1 || clock.at === null || shown === null) {
+    silence();
+    return;
+  }
+  const seg = segmentOf(shown);
+  const el = soundOf(seg.index);
+  const at = clamp(t - seg.start_time, 0, seg.duration);
+  if (!el) {
+    silence(); // a source without sound
+    return;
+  }
+  if (el !== sounding) {
+    silence();
+    sounding = el;
+    el.currentTime = at;
+    el.play().catch(() => {}); // refused (no user gesture yet): playback goes on silent
+    soundOf(seg.index + 1); // the next segment's sound loads meanwhile
+  } else if (el.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA && !el.seeking && Math.abs(el.currentTime - at) > SOUND_DRIFT) {
+    el.currentTime = at; // late to start, or a held clock: back to the frame's time
+  }
+}
+
+function dropSounds() {
+  silence();
+  for (const el of sounds.values()) {
+    el.removeAttribute("src");
+    el.load();
+    el.remove();
+  }
+  sounds.clear();
 }
 
 // -- thumbnails: preview, filmstrip, stand-ins while frames come ------------------------
@@ -759,6 +822,7 @@ async function loadTimeline() {
   );
   if (timeline && timeline.version !== next.version) {
     forget();
+    dropSounds();
     say("the recording changed: showing the new timeline");
   }
   timeline = next;
