@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .cache import ProxyCache, source_fingerprint, validate_session
+from .cache import ProxyCache, validate_session
 from .errors import BadInputError, ClusterError, EncodeError, ScrubProxyError
+from .manifest import SourceRecord, source_fingerprint
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
 if TYPE_CHECKING:
@@ -130,9 +131,11 @@ def _client_path(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def task_key(worker_source: str, worker_root: str, session: str, settings: ProxySettings, fingerprint: dict[str, Any] | None) -> str:
-    """The proxy's identity as a Dask key: equal requests from any client give equal keys."""
-    identity = [worker_source, worker_root, session, settings.fingerprint(), fingerprint and {k: fingerprint[k] for k in ("size", "mtime_ns", "sample_hash")}, FORMAT_VERSION]
+def task_key(worker_source: str, worker_root: str, session: str, settings: ProxySettings, fingerprint: SourceRecord | None) -> str:
+    """The proxy's identity as a Dask key: equal requests from any client give equal keys
+    (the source's content by size, mtime and sampled hash; its client-side path is not part of it)."""
+    content = fingerprint and [fingerprint.size, fingerprint.mtime_ns, fingerprint.sample_hash]
+    identity = [worker_source, worker_root, session, settings.fingerprint(), content, FORMAT_VERSION]
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return f"scrubproxy-{Path(worker_source).stem[:40]}-{digest}"
 
@@ -257,6 +260,96 @@ def ensure_on(
         raise failed.error(path_map)
     back = _reversed(path_map)
     return [Path(map_path(o.proxy, back)) for o in ordered]  # type: ignore[arg-type]
+
+
+class Submitted:
+    """One segment sent to the cluster by :class:`ClusterQueue`, not waited for:
+    its latest progress from the workers, then its outcome."""
+
+    def __init__(self, source: Path, key: str, future: Any, path_map: PathMap) -> None:
+        self.source = source
+        self.key = key
+        #: ``(frames done, frames expected, fps)`` from the latest progress event.
+        self.progress: tuple[int, int | None, float] = (0, None, 0.0)
+        #: ``time.monotonic()`` of the first progress event (a worker took it), else ``None``.
+        self.running_since: float | None = None
+        self._future = future
+        self._path_map = path_map
+
+    def done(self) -> bool:
+        """The task ended (made, reused, failed or cancelled)."""
+        return bool(self._future.done())
+
+    def cancelled(self) -> bool:
+        return bool(self._future.cancelled())
+
+    def result(self) -> Path:
+        """The proxy's path (client's view) once :meth:`done`; a failure raises
+        the error a local run raises (a cancelled task: ``ClusterError``)."""
+        if self._future.cancelled():
+            raise ClusterError(self.source, "cancelled")
+        outcome = _result(self._future)
+        if outcome.failure is not None:
+            raise outcome.error(self._path_map)
+        return Path(map_path(outcome.proxy, _reversed(self._path_map)))  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        """Drop the task: a running encode stops at its next frame and leaves nothing."""
+        self._future.cancel()
+
+
+class ClusterQueue:
+    """Segments submitted one at a time, none waited for: how a long-running
+    program (the watcher) uses one client of a cluster.
+
+    :meth:`submit` returns at once; ``priority`` orders the cluster's queue
+    (higher first: the watcher passes newer segments higher). Progress events
+    reach each :class:`Submitted` as they come (this queue subscribes its
+    client to the progress topic until :meth:`close`: one queue, or one
+    :func:`ensure_on` call, per client at a time). :meth:`close` cancels what
+    is still pending.
+    """
+
+    def __init__(self, client: Client, path_map: PathMap = ()) -> None:
+        self._client = client
+        self._path_map = path_map
+        self._jobs: dict[str, Submitted] = {}
+        client.subscribe_topic(PROGRESS_TOPIC, self._on_event)
+
+    def submit(
+        self, source: str | Path, session: str | None, settings: ProxySettings, *, cache_root: str | Path | None = None, priority: int = 0
+    ) -> Submitted:
+        client_root = resolve_cache_root(cache_root)
+        _try_prepare_root(client_root)
+        [(request, args)] = _requests([source], map_path(client_root, self._path_map), validate_session(session), settings, self._path_map)
+        future = self._client.submit(_proxy_task, *args, key=request.key, priority=priority)
+        job = self._jobs[request.key] = Submitted(request.source, request.key, future, self._path_map)
+        future.add_done_callback(lambda f: self._jobs.pop(f.key, None) if self._jobs.get(f.key) is job else None)
+        return job
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """On the client's event loop thread: plain attribute writes only."""
+        message = event[1]
+        job = self._jobs.get(message["key"])
+        if job is not None and message["state"] == "running":
+            if job.running_since is None:
+                job.running_since = time.monotonic()
+            job.progress = (message["done"], message["total"], message["fps"])
+
+    def close(self) -> None:
+        """Cancel every task not done yet and stop listening for progress."""
+        pending = [j for j in list(self._jobs.values()) if not j.done()]
+        for job in pending:
+            job.cancel()
+        self._jobs.clear()
+        with contextlib.suppress(Exception):  # a client whose cluster is already gone
+            self._client.unsubscribe_topic(PROGRESS_TOPIC)
+
+    def __enter__(self) -> ClusterQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _try_prepare_root(root: Path) -> None:
