@@ -12,21 +12,26 @@ from rich.table import Table
 
 from ..errors import BadInputError
 from ..settings import ProxySettings
-from .common import DEFAULT_JOBS, AsJson, CliState, Jobs, Quiet, Session, Source, Sources, check_sources, command, ensure_proxies, stderr
+from .common import DEFAULT_JOBS, AsJson, CliState, ClusterChoice, Jobs, Quiet, Session, Source, Sources, check_sources, command, ensure_proxies, stderr
 
 
 @command(long_running=True)
 def proxy(
     cli: CliState,
     settings: ProxySettings,
+    cluster: Optional[ClusterChoice],
     sources: Sources,
     session: Session = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even valid proxies.")] = False,
     jobs: Jobs = DEFAULT_JOBS,
     quiet: Quiet = False,
 ) -> None:
-    """Make (or reuse) the proxy of each SRC; print each proxy's path."""
-    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet):
+    """Make (or reuse) the proxy of each SRC; print each proxy's path.
+
+    With --scheduler the encodes run on a Dask cluster's workers (the sources
+    and the cache on storage they see); progress, paths and errors are a local run's.
+    """
+    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet, on=cluster):
         typer.echo(str(path))
 
 
