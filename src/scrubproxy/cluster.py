@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import queue
 import secrets
@@ -402,18 +403,25 @@ def _result(future: Any) -> SegmentOutcome:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str, connect_timeout: float = 10.0) -> Iterator[Client]:
+def connect(scheduler: str, connect_timeout: float = 10.0, *, local_log_level: int = logging.CRITICAL) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or ``local`` / ``local:N`` for a
     LocalCluster of N single-thread worker processes, started and stopped here).
     One-line :class:`ClusterError` (exit 6) when Dask is missing or the
-    scheduler does not answer within ``connect_timeout`` seconds."""
+    scheduler does not answer within ``connect_timeout`` seconds.
+    ``local_log_level``: what a LocalCluster's scheduler and workers log (to
+    stderr). Below CRITICAL that includes the races of its own shutdown (a
+    worker's heartbeat to the closed scheduler logs an ERROR with a traceback);
+    what matters reaches the client anyway, as task results or KilledWorker."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ClusterError(None, INSTALL_HINT) from None
     if scheduler == "local" or scheduler.startswith("local:"):
         workers = _local_workers(scheduler)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        # No dashboard; its HTTP server (health checks) on a free port: the default
+        # 8787 would warn on stderr whenever another cluster runs on this machine.
+        options = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}, "silence_logs": local_log_level}
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, **options) as cluster, Client(cluster) as client:
             yield client
         return
     try:

@@ -146,12 +146,14 @@ class ClusterChoice:
     def connect(self) -> Iterator[Any]:
         """A client of the cluster for the ``with`` block (exit 6 if Dask is missing or the scheduler silent).
 
-        Dask's own INFO lines (a LocalCluster logs some twenty) would bury the
-        command's output: they show with --debug only."""
+        Dask's own INFO lines (a LocalCluster logs some twenty) and a
+        LocalCluster's shutdown noise would bury the command's output: they
+        show with --debug only."""
         with contextlib.suppress(ImportError):  # (cluster.connect says what to install)
             import distributed  # noqa: F401  (importing it sets its loggers' levels; ours come after)
-        logging.getLogger("distributed").setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING)
-        with cluster.connect(self.scheduler, self.connect_timeout) as client:
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        logging.getLogger("distributed").setLevel(logging.DEBUG if debug else logging.WARNING)
+        with cluster.connect(self.scheduler, self.connect_timeout, local_log_level=logging.DEBUG if debug else logging.CRITICAL) as client:
             yield client
 
 
