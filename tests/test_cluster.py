@@ -20,9 +20,9 @@ import pytest
 
 from scrubproxy import ProxyCache, ProxyReader, ProxySettings
 from scrubproxy.cache import TEMP_FILE_RE
-from scrubproxy.manifest import load_manifest
 from scrubproxy.cluster import PROGRESS_TOPIC, ensure_on, ensure_on_cluster, map_path, parse_path_map
 from scrubproxy.errors import BadInputError, ClusterError, EncodeError, ScrubProxyError, SourceUnreadableError
+from scrubproxy.manifest import load_manifest
 from scrubproxy.samples import read_index
 
 distributed = pytest.importorskip("distributed")
@@ -355,6 +355,6 @@ def test_cli_without_the_extra_scheduler_says_what_to_install(session_sources, t
     blocked = "import sys; sys.modules['distributed'] = None; from scrubproxy.cli import run; run()"
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
     for command in (("proxy", session_sources[0]), ("watch", tmp_path, "--once")):
-        result = subprocess.run([sys.executable, "-c", blocked, *map(str, command), "--scheduler", "local"], capture_output=True, text=True, env=env, timeout=60)
+        result = subprocess.run([sys.executable, "-c", blocked, *map(str, command), "--scheduler", "local"], check=False, capture_output=True, text=True, env=env, timeout=60)
         assert result.returncode == 6
         assert error_line(result) == "error: --scheduler needs the Dask extra: pip install 'scrubproxy[dask]'"

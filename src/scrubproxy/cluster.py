@@ -325,7 +325,12 @@ class ClusterQueue:
         [(request, args)] = _requests([source], map_path(client_root, self._path_map), validate_session(session), settings, self._path_map)
         future = self._client.submit(_proxy_task, *args, key=request.key, priority=priority)
         job = self._jobs[request.key] = Submitted(request.source, request.key, future, self._path_map)
-        future.add_done_callback(lambda f: self._jobs.pop(f.key, None) if self._jobs.get(f.key) is job else None)
+
+        def forget(_: Any) -> None:  # no more progress to route to it (unless the key was submitted again since)
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+
+        future.add_done_callback(forget)
         return job
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -345,12 +350,6 @@ class ClusterQueue:
         self._jobs.clear()
         with contextlib.suppress(Exception):  # a client whose cluster is already gone
             self._client.unsubscribe_topic(PROGRESS_TOPIC)
-
-    def __enter__(self) -> ClusterQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _try_prepare_root(root: Path) -> None:

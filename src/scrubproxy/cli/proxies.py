@@ -12,7 +12,21 @@ from rich.table import Table
 
 from ..errors import BadInputError
 from ..settings import ProxySettings
-from .common import DEFAULT_JOBS, AsJson, CliState, ClusterChoice, Jobs, Quiet, Session, Source, Sources, check_sources, command, ensure_proxies, stderr
+from .common import (
+    DEFAULT_JOBS,
+    AsJson,
+    CliState,
+    ClusterChoice,
+    Jobs,
+    Quiet,
+    Session,
+    Source,
+    Sources,
+    check_sources,
+    command,
+    ensure_proxies,
+    stderr,
+)
 
 
 @command(long_running=True)

@@ -199,10 +199,7 @@ def wait_any(encodes: Iterable[Encode], timeout: float) -> None:
 
 
 class ClusterEncode:
-    """One segment on a Dask cluster, with :class:`Encode`'s interface (no pipe to
-    wait on: the watcher's tick reads it)."""
-
-    waitables: list[Any] = []
+    """One segment on a Dask cluster, with :class:`Encode`'s interface."""
 
     def __init__(self, job: Submitted) -> None:
         self.source = job.source
@@ -225,6 +222,11 @@ class ClusterEncode:
     @property
     def finished(self) -> bool:
         return self._job.done()
+
+    @property
+    def waitables(self) -> list[Any]:
+        """None: progress and the outcome arrive on the client's thread, read each tick."""
+        return []
 
     def stop(self, grace: float = 3.0) -> None:
         """Cancel the task (a running encode stops at its next frame, removing its temp files)."""
