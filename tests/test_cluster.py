@@ -20,9 +20,9 @@ import pytest
 
 from scrubproxy import ProxyCache, ProxyReader, ProxySettings
 from scrubproxy.cache import TEMP_FILE_RE
+from scrubproxy.manifest import load_manifest
 from scrubproxy.cluster import PROGRESS_TOPIC, ensure_on, ensure_on_cluster, map_path, parse_path_map
 from scrubproxy.errors import BadInputError, ClusterError, EncodeError, ScrubProxyError, SourceUnreadableError
-from scrubproxy.manifest import load_manifest
 from scrubproxy.samples import read_index
 
 distributed = pytest.importorskip("distributed")

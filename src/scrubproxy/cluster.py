@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .cache import ProxyCache, validate_session
-from .errors import BadInputError, ClusterError, EncodeError, ScrubProxyError
 from .manifest import SourceRecord, source_fingerprint
+from .errors import BadInputError, ClusterError, EncodeError, ScrubProxyError
 from .settings import FORMAT_VERSION, ProxySettings, resolve_cache_root
 
 if TYPE_CHECKING:
@@ -133,10 +133,8 @@ def _client_path(path: str | Path) -> str:
 
 
 def task_key(worker_source: str, worker_root: str, session: str, settings: ProxySettings, fingerprint: SourceRecord | None) -> str:
-    """The proxy's identity as a Dask key: equal requests from any client give equal keys
-    (the source's content by size, mtime and sampled hash; its client-side path is not part of it)."""
-    content = fingerprint and [fingerprint.size, fingerprint.mtime_ns, fingerprint.sample_hash]
-    identity = [worker_source, worker_root, session, settings.fingerprint(), content, FORMAT_VERSION]
+    """The proxy's identity as a Dask key: equal requests from any client give equal keys."""
+    identity = [worker_source, worker_root, session, settings.fingerprint(), fingerprint and [fingerprint.size, fingerprint.mtime_ns, fingerprint.sample_hash], FORMAT_VERSION]
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return f"scrubproxy-{Path(worker_source).stem[:40]}-{digest}"
 
