@@ -1,14 +1,16 @@
 """Proxies made on a real Dask LocalCluster (two single-thread worker processes),
-through the library: real encodes, frames exact, a worker SIGKILLed for real.
-
-The CLI's ``--scheduler`` is a thin layer over :func:`ensure_on_cluster`; its
-tests come with that wiring.
+through the library: real encodes, frames exact, a worker SIGKILLed for real;
+then through the CLI (``proxy --scheduler``, ``watch --scheduler``), run as a
+real child process that starts its own LocalCluster (``local:2``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -221,3 +223,138 @@ def test_without_the_extra_scheduler_says_what_to_install(monkeypatch, session_s
     with pytest.raises(ClusterError) as info:
         ensure_on_cluster("local", session_sources, None, SETTINGS, cache_root=tmp_path / "cache")
     assert info.value.exit_code == 6 and "pip install 'scrubproxy[dask]'" in info.value.reason
+
+
+# -- the CLI: ``--scheduler`` on ``proxy`` and ``watch`` ---------------------------------
+
+CLI_SETTINGS = ("--height", "120", "--hwaccel", "none")
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one stderr line of a failed run (nothing on stdout)."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def test_cli_proxy_on_the_cluster_makes_what_a_local_run_makes(run_cli, session_sources, vfr_source, tmp_path):
+    sources = [*session_sources, vfr_source]
+    local = run_cli("proxy", *sources, *CLI_SETTINGS, cache_dir=tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    on = run_cli("proxy", *sources, *CLI_SETTINGS, "--scheduler", "local:2", cache_dir=tmp_path / "cluster")
+    assert on.returncode == 0, on.stderr
+    assert on.stderr == ""  # not a terminal: no bar, and none of Dask's INFO lines
+    paths = [Path(line) for line in on.stdout.splitlines()]
+    assert [p.relative_to(tmp_path / "cluster") for p in paths] == [Path(p).relative_to(tmp_path / "local") for p in local.stdout.splitlines()]
+    assert paths == [ProxyCache(tmp_path / "cluster").lookup(s, "default", SETTINGS) for s in sources]
+    assert [indices(p) for p in paths[:3]] == [list(range(20))] * 3
+    assert indices(paths[3]) == indices(Path(local.stdout.splitlines()[3]))
+    assert no_partial_files(tmp_path / "cluster")
+    again = run_cli("proxy", *sources, *CLI_SETTINGS, env={"SCRUBPROXY_SCHEDULER": "local:2"}, cache_dir=tmp_path / "cluster")
+    assert again.returncode == 0 and again.stdout == on.stdout, again.stderr  # the env var, and reused on the workers
+
+
+def test_cli_bad_segment_among_good_ones_exits_3_with_one_line(run_cli, session_sources, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(os.urandom(64 * 1024))
+    result = run_cli("proxy", session_sources[0], bad, session_sources[1], *CLI_SETTINGS, "--scheduler", "local:2")
+    assert result.returncode == 3
+    assert error_line(result).startswith(f"error: {bad}: not a video file")
+    cache = ProxyCache(tmp_path / "cache")
+    assert all(cache.lookup(s, "default", SETTINGS) is not None for s in session_sources[:2])  # the good ones are made all the same
+
+
+def test_cli_unreachable_scheduler_exits_6_within_the_timeout(run_cli, session_sources, tmp_path):
+    for command in (("proxy", session_sources[0]), ("watch", tmp_path, "--once")):
+        started = time.monotonic()
+        result = run_cli(*command, "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", timeout=30)
+        assert time.monotonic() - started < 2 + 6  # the timeout, plus starting Python and importing Dask
+        assert result.returncode == 6
+        assert error_line(result).startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9 within 2 s")
+    result = run_cli("proxy", session_sources[0], "--path-map", "/mnt=/data")
+    assert result.returncode == 2 and "--path-map needs --scheduler" in error_line(result)
+
+
+def test_cli_path_map_translates_the_client_mounts(run_cli, session_sources, tmp_path):
+    store = tmp_path / "store"
+    (store / "rec").mkdir(parents=True)
+    for s in session_sources:
+        os.link(s, store / "rec" / s.name)
+    (tmp_path / "mnt").symlink_to(store)
+    mnt = tmp_path / "mnt"
+    sources = [mnt / "rec" / s.name for s in session_sources]
+    result = run_cli("proxy", *sources, *CLI_SETTINGS, "--scheduler", "local:2", "--path-map", f"{mnt}={store}", "--session", "p", cache_dir=mnt / "cache")
+    assert result.returncode == 0, result.stderr
+    paths = [Path(line) for line in result.stdout.splitlines()]
+    assert [p.parent for p in paths] == [mnt / "cache" / "p"] * 3  # the client's view
+    assert load_manifest(paths[0].with_suffix(".json")).source.path == str(store / "rec" / session_sources[0].name)  # the workers'
+    assert [indices(p) for p in paths] == [list(range(20))] * 3
+    maps = ("--path-map", f"{mnt}={store}", "--path-map", f"{mnt}/rec={tmp_path}/nowhere")  # repeatable; the longest prefix wins
+    missing = run_cli("proxy", sources[0], *CLI_SETTINGS, "--scheduler", "local:2", *maps, "--session", "q", cache_dir=mnt / "cache")
+    assert missing.returncode == 2
+    assert re.fullmatch(rf"error: {sources[0]}: not found on worker tcp://\S+ as {tmp_path}/nowhere/seg-000.mp4 \(.*--path-map\)", error_line(missing))
+
+
+def _recordings(folder: Path, sources: list[Path]) -> list[Path]:
+    """Copies of ``sources`` in ``folder``, finished long ago (oldest first)."""
+    folder.mkdir()
+    copies = []
+    for age, src in zip(range(len(sources) * 100, 0, -100), sources):
+        copy = Path(shutil.copy(src, folder / src.name))
+        os.utime(copy, (time.time() - age, time.time() - age))
+        copies.append(copy)
+    return copies
+
+
+def test_cli_watch_once_on_the_cluster_proxies_a_folder_exactly(run_cli, session_sources, vfr_source, tmp_path):
+    rec = tmp_path / "rec"
+    copies = _recordings(rec, [*session_sources, vfr_source])
+    (rec / "bad.mp4").write_bytes(b"this is not a video " * 500)
+    result = run_cli("watch", rec, "--once", "--settle", "0.5", *CLI_SETTINGS, "--scheduler", "local:2")
+    assert result.returncode == 3, result.stderr  # the highest code among skipped segments, as without a cluster
+    log = result.stderr
+    assert "on the Dask cluster at local:2" in log and "distributed" not in log
+    assert len(re.findall(r"INFO complete: ", log)) == 5 and len(re.findall(r"INFO encoding ", log)) == 5
+    assert re.search(rf"ERROR skipped {rec}/bad\.mp4: not a video file .*\(exit code 3; retried when it changes\)", log), log
+    cache = ProxyCache(tmp_path / "cache")
+    proxies = [cache.lookup(c, "default", SETTINGS) for c in copies]
+    for copy, proxy in zip(copies, proxies):
+        assert f"INFO proxy ready: {copy} -> {proxy} (encode " in log
+    assert [indices(p) for p in proxies[:3]] == [list(range(20))] * 3
+    assert indices(proxies[3]) == list(range(len(indices(proxies[3]))))
+    assert no_partial_files(tmp_path / "cache")
+
+
+def test_cli_watch_on_the_cluster_stops_cleanly_on_sigterm(make_media, tmp_path):
+    rec, root = tmp_path / "rec", tmp_path / "cache"
+    long_sources = [make_media("cluster-long.mp4", frames=900, width=640, height=480, gop=30), *(make_media(f"cluster-share-{i}.mp4", frames=90, gop=30) for i in range(3))]
+    copies = _recordings(rec, long_sources[::-1])  # the long one newest: first on the cluster
+    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(root)}
+    args = ["watch", rec, "--poll", "--settle", "0.5", "--height", "240", "--hwaccel", "none", "--scheduler", "local:2"]
+    child = subprocess.Popen([sys.executable, "-m", "scrubproxy", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(TEMP_FILE_RE.fullmatch(p.name) for p in root.rglob("*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.monotonic() < deadline, "no encode started"
+        stopped = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        _, log = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert time.monotonic() - stopped < 15, log
+    assert child.returncode == 0, log
+    assert "stopped encoding " in log and log.rstrip().endswith("INFO stopped"), log
+    assert no_partial_files(root), log  # the running encode stopped and removed its temp files
+    assert ProxyCache(root).lookup(copies[-1], None, ProxySettings(height=240)) is None  # stopped, not finished
+
+
+def test_cli_without_the_extra_scheduler_says_what_to_install(session_sources, tmp_path):
+    """A Python whose ``import distributed`` fails, as where the extra is not installed."""
+    blocked = "import sys; sys.modules['distributed'] = None; from scrubproxy.cli import run; run()"
+    env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(tmp_path / "cache")}
+    for command in (("proxy", session_sources[0]), ("watch", tmp_path, "--once")):
+        result = subprocess.run([sys.executable, "-c", blocked, *map(str, command), "--scheduler", "local"], check=False, capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 6
+        assert error_line(result) == "error: --scheduler needs the Dask extra: pip install 'scrubproxy[dask]'"

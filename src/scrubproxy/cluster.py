@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import queue
 import secrets
@@ -260,6 +261,95 @@ def ensure_on(
     return [Path(map_path(o.proxy, back)) for o in ordered]  # type: ignore[arg-type]
 
 
+class Submitted:
+    """One segment sent to the cluster by :class:`ClusterQueue`, not waited for:
+    its latest progress from the workers, then its outcome."""
+
+    def __init__(self, source: Path, key: str, future: Any, path_map: PathMap) -> None:
+        self.source = source
+        self.key = key
+        #: ``(frames done, frames expected, fps)`` from the latest progress event.
+        self.progress: tuple[int, int | None, float] = (0, None, 0.0)
+        #: ``time.monotonic()`` of the first progress event (a worker took it), else ``None``.
+        self.running_since: float | None = None
+        self._future = future
+        self._path_map = path_map
+
+    def done(self) -> bool:
+        """The task ended (made, reused, failed or cancelled)."""
+        return bool(self._future.done())
+
+    def cancelled(self) -> bool:
+        return bool(self._future.cancelled())
+
+    def result(self) -> Path:
+        """The proxy's path (client's view) once :meth:`done`; a failure raises
+        the error a local run raises (a cancelled task: ``ClusterError``)."""
+        if self._future.cancelled():
+            raise ClusterError(self.source, "cancelled")
+        outcome = _result(self._future)
+        if outcome.failure is not None:
+            raise outcome.error(self._path_map)
+        return Path(map_path(outcome.proxy, _reversed(self._path_map)))  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        """Drop the task: a running encode stops at its next frame and leaves nothing."""
+        self._future.cancel()
+
+
+class ClusterQueue:
+    """Segments submitted one at a time, none waited for: how a long-running
+    program (the watcher) uses one client of a cluster.
+
+    :meth:`submit` returns at once; ``priority`` orders the cluster's queue
+    (higher first: the watcher passes newer segments higher). Progress events
+    reach each :class:`Submitted` as they come (this queue subscribes its
+    client to the progress topic until :meth:`close`: one queue, or one
+    :func:`ensure_on` call, per client at a time). :meth:`close` cancels what
+    is still pending.
+    """
+
+    def __init__(self, client: Client, path_map: PathMap = ()) -> None:
+        self._client = client
+        self._path_map = path_map
+        self._jobs: dict[str, Submitted] = {}
+        client.subscribe_topic(PROGRESS_TOPIC, self._on_event)
+
+    def submit(
+        self, source: str | Path, session: str | None, settings: ProxySettings, *, cache_root: str | Path | None = None, priority: int = 0
+    ) -> Submitted:
+        client_root = resolve_cache_root(cache_root)
+        _try_prepare_root(client_root)
+        [(request, args)] = _requests([source], map_path(client_root, self._path_map), validate_session(session), settings, self._path_map)
+        future = self._client.submit(_proxy_task, *args, key=request.key, priority=priority)
+        job = self._jobs[request.key] = Submitted(request.source, request.key, future, self._path_map)
+
+        def forget(_: Any) -> None:  # no more progress to route to it (unless the key was submitted again since)
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
+
+        future.add_done_callback(forget)
+        return job
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """On the client's event loop thread: plain attribute writes only."""
+        message = event[1]
+        job = self._jobs.get(message["key"])
+        if job is not None and message["state"] == "running":
+            if job.running_since is None:
+                job.running_since = time.monotonic()
+            job.progress = (message["done"], message["total"], message["fps"])
+
+    def close(self) -> None:
+        """Cancel every task not done yet and stop listening for progress."""
+        pending = [j for j in list(self._jobs.values()) if not j.done()]
+        for job in pending:
+            job.cancel()
+        self._jobs.clear()
+        with contextlib.suppress(Exception):  # a client whose cluster is already gone
+            self._client.unsubscribe_topic(PROGRESS_TOPIC)
+
+
 def _try_prepare_root(root: Path) -> None:
     """Create the cache root where the client sees it, so that workers find it;
     a client that does not see the storage leaves that to whoever set it up."""
@@ -310,18 +400,25 @@ def _result(future: Any) -> SegmentOutcome:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str, connect_timeout: float = 10.0) -> Iterator[Client]:
+def connect(scheduler: str, connect_timeout: float = 10.0, *, local_log_level: int = logging.CRITICAL) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or ``local`` / ``local:N`` for a
     LocalCluster of N single-thread worker processes, started and stopped here).
     One-line :class:`ClusterError` (exit 6) when Dask is missing or the
-    scheduler does not answer within ``connect_timeout`` seconds."""
+    scheduler does not answer within ``connect_timeout`` seconds.
+    ``local_log_level``: what a LocalCluster's scheduler and workers log (to
+    stderr). Below CRITICAL that includes the races of its own shutdown (a
+    worker's heartbeat to the closed scheduler logs an ERROR with a traceback);
+    what matters reaches the client anyway, as task results or KilledWorker."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ClusterError(None, INSTALL_HINT) from None
     if scheduler == "local" or scheduler.startswith("local:"):
         workers = _local_workers(scheduler)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        # No dashboard; its HTTP server (health checks) on a free port: the default
+        # 8787 would warn on stderr whenever another cluster runs on this machine.
+        options = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}, "silence_logs": local_log_level}
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, **options) as cluster, Client(cluster) as client:
             yield client
         return
     try:

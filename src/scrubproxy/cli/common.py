@@ -4,18 +4,21 @@
   in the click context (``ctx.obj``) by the main callback.
 - :func:`command`: turns a plain function into a command: it adds the global
   options (so they work after the subcommand too), the proxy settings when the
-  function takes ``settings``, turns library errors into one ``error:`` line
+  function takes ``settings`` and the Dask cluster options when it takes
+  ``cluster`` (a :class:`ClusterChoice`, or ``None`` without ``--scheduler``),
+  turns library errors into one ``error:`` line
   and their exit code, and for long-running commands makes SIGTERM stop them
   as Ctrl-C does (encodes stopped, nothing partial left).
 - Option types (``Session``, ``Jobs``, ``Quiet``, ``Sources``...) reused by
   every command that takes them, and :func:`ensure_proxies`, which renders
-  the progress of :meth:`ProxyCache.ensure_many`.
+  the progress of :meth:`ProxyCache.ensure_many` (or of the cluster's workers).
 
 Command modules import this one; ``main`` imports them and registers them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -24,7 +27,7 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -33,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from typer.core import TyperCommand
 
+from .. import cluster
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
 from ..settings import MAX_HEIGHT, MAX_QUALITY, MIN_HEIGHT, MIN_QUALITY, ProxySettings
@@ -109,8 +113,48 @@ _SETTINGS_PARAMS = [
     _keyword("stream", Optional[int], typer.Option(_DEFAULTS.stream, "--stream", help="Which video stream (0 = first); default: the one players show.", rich_help_panel=_SETTINGS_PANEL)),
     _keyword("hwaccel", str, typer.Option(_DEFAULTS.hwaccel, "--hwaccel", help="Decoder: auto (hardware if any, else CPU), none, or a device type (cuda, vaapi, qsv, videotoolbox, d3d11va).", rich_help_panel=_SETTINGS_PANEL)),
 ]
+_CLUSTER_PANEL = "Dask cluster (needs the 'dask' extra)"
+#: The cluster options, declared once: every command that takes ``cluster`` takes them all.
+_CLUSTER_PARAMS = [
+    _keyword("scheduler", Optional[str], typer.Option(None, "--scheduler", envvar="SCRUBPROXY_SCHEDULER", metavar="ADDRESS", help="Encode on the workers of this Dask scheduler (tcp://host:8786), or of a LocalCluster started here: local (a worker per two cores) or local:N. --jobs does not apply.", rich_help_panel=_CLUSTER_PANEL)),
+    _keyword("path_map", Optional[list[str]], typer.Option(None, "--path-map", metavar="CLIENT=WORKER", help="Where the workers mount what this machine calls CLIENT (e.g. /mnt/rec=/data/rec); repeatable.", rich_help_panel=_CLUSTER_PANEL)),
+    _keyword("connect_timeout", float, typer.Option(10.0, "--connect-timeout", min=0.1, metavar="SECONDS", help="How long to wait for the scheduler to answer.", rich_help_panel=_CLUSTER_PANEL)),
+]
+_CLUSTER_NAMES = tuple(p.name for p in _CLUSTER_PARAMS)
 _CONTEXT_PARAM = inspect.Parameter("scrubproxy_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 _SETTINGS_NAMES = tuple(p.name for p in _SETTINGS_PARAMS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterChoice:
+    """``--scheduler`` and its options, checked: where and how to reach the cluster."""
+
+    scheduler: str
+    path_map: cluster.PathMap = ()
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_options(cls, scheduler: Optional[str], path_map: Optional[list[str]], connect_timeout: float) -> Optional[ClusterChoice]:
+        """``None`` without ``--scheduler``; bad input (exit 2) for a path map without one."""
+        if not scheduler:
+            if path_map:
+                raise BadInputError(None, "--path-map needs --scheduler (it translates paths for the cluster's workers)")
+            return None
+        return cls(scheduler, cluster.parse_path_map(path_map or ()), connect_timeout)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A client of the cluster for the ``with`` block (exit 6 if Dask is missing or the scheduler silent).
+
+        Dask's own INFO lines (a LocalCluster logs some twenty) and a
+        LocalCluster's shutdown noise would bury the command's output: they
+        show with --debug only."""
+        with contextlib.suppress(ImportError):  # (cluster.connect says what to install)
+            import distributed  # noqa: F401  (importing it sets its loggers' levels; ours come after)
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+        logging.getLogger("distributed").setLevel(logging.DEBUG if debug else logging.WARNING)
+        with cluster.connect(self.scheduler, self.connect_timeout, local_log_level=logging.DEBUG if debug else logging.CRITICAL) as client:
+            yield client
 
 
 def cli_state(ctx: typer.Context) -> CliState:
@@ -141,18 +185,21 @@ def fail(exc: ScrubProxyError) -> typer.Exit:
 def command(*, long_running: bool = False) -> Callable[[F], F]:
     """Make ``fn`` a command (register the result with ``app.command()``).
 
-    ``fn`` may take ``cli`` (the :class:`CliState`) and ``settings`` (a
+    ``fn`` may take ``cli`` (the :class:`CliState`), ``settings`` (a
     :class:`ProxySettings` built from --height, --quality, --stream and
-    --hwaccel, which are then its options). ``long_running``: SIGTERM stops
-    it like Ctrl-C (exit 143 instead of 130).
+    --hwaccel, which are then its options) and ``cluster`` (a
+    :class:`ClusterChoice` from --scheduler, --path-map and --connect-timeout,
+    ``None`` without --scheduler). ``long_running``: SIGTERM stops it like
+    Ctrl-C (exit 143 instead of 130).
     """
 
     def decorate(fn: F) -> F:
         hints = typing.get_type_hints(fn, include_extras=True)
         own = inspect.signature(fn).parameters
         takes_settings = "settings" in own
-        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in own.values() if p.name not in ("cli", "settings")]
-        params += (_SETTINGS_PARAMS if takes_settings else []) + _GLOBAL_PARAMS + [_CONTEXT_PARAM]
+        takes_cluster = "cluster" in own
+        params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in own.values() if p.name not in ("cli", "settings", "cluster")]
+        params += (_SETTINGS_PARAMS if takes_settings else []) + (_CLUSTER_PARAMS if takes_cluster else []) + _GLOBAL_PARAMS + [_CONTEXT_PARAM]
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
@@ -164,6 +211,8 @@ def command(*, long_running: bool = False) -> Callable[[F], F]:
                 if takes_settings:
                     values = {name: kwargs.pop(name) for name in _SETTINGS_NAMES}
                     kwargs["settings"] = ProxySettings(**values)
+                if takes_cluster:
+                    kwargs["cluster"] = ClusterChoice.from_options(*(kwargs.pop(name) for name in _CLUSTER_NAMES))
                 return fn(**kwargs)
             except ScrubProxyError as exc:
                 if cli.debug:
@@ -277,6 +326,27 @@ class _EnsureProgress:
             self.bar.update(task, total=total or done or 1, completed=total or done or 1, note=f"{done}/{total or done} done")
 
 
+class _FromCluster:
+    """The cluster's progress (``running`` / ``done`` / ``failed``, frames from the
+    workers) in :class:`_EnsureProgress`'s words: a segment done without a frame
+    reported was a cache hit on the worker ("reused")."""
+
+    def __init__(self, render: _EnsureProgress) -> None:
+        self.render = render
+        self.frames: dict[int, tuple[int, Optional[int]]] = {}
+
+    def __call__(self, i: int, source: Path, state: str, done: int, total: Optional[int], fps: float) -> None:
+        if state == "running":
+            self.frames[i] = (done, total)
+            self.render(i, source, "encoding", done, total, fps)
+        elif state == "done" and i not in self.frames:
+            self.render(i, source, "reused", 0, None, 0.0)
+        elif state == "done":
+            done, total = self.frames[i]
+            self.render(i, source, "done", total or done, total, 0.0)
+        # failed: the error line says it once the run ends
+
+
 def ensure_proxies(
     cli: CliState,
     sources: Sequence[Path],
@@ -287,8 +357,16 @@ def ensure_proxies(
     force: bool = False,
     show: bool = True,
     follow: bool = True,
+    on: Optional[ClusterChoice] = None,
 ) -> list[Path]:
-    """The proxies of ``sources`` (made or reused, ``jobs`` at a time), in order,
-    with a progress bar; ``follow`` as in :meth:`ProxyCache.ensure`."""
+    """The proxies of ``sources`` (made or reused, ``jobs`` at a time, or on the
+    cluster ``on``), in order, with a progress bar; ``follow`` as in
+    :meth:`ProxyCache.ensure` (workers follow by that default)."""
+    if on is not None and force:
+        raise BadInputError(None, "--force does not work with --scheduler yet: clean the proxies (scrubproxy clean), then make them")
     with progress_bar(show) as bar:
-        return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=_EnsureProgress(bar, show))
+        render = _EnsureProgress(bar, show)
+        if on is None:
+            return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
+        with on.connect() as client:
+            return cluster.ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render))

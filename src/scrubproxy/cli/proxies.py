@@ -12,13 +12,28 @@ from rich.table import Table
 
 from ..errors import BadInputError
 from ..settings import ProxySettings
-from .common import DEFAULT_JOBS, AsJson, CliState, Jobs, Quiet, Session, Source, Sources, check_sources, command, ensure_proxies, stderr
+from .common import (
+    DEFAULT_JOBS,
+    AsJson,
+    CliState,
+    ClusterChoice,
+    Jobs,
+    Quiet,
+    Session,
+    Source,
+    Sources,
+    check_sources,
+    command,
+    ensure_proxies,
+    stderr,
+)
 
 
 @command(long_running=True)
 def proxy(
     cli: CliState,
     settings: ProxySettings,
+    cluster: Optional[ClusterChoice],
     sources: Sources,
     session: Session = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even valid proxies.")] = False,
@@ -37,8 +52,11 @@ def proxy(
     A SRC that a recorder is still writing is never published as complete: it is
     followed until the recorder closes it (Matroska, MPEG-TS, fragmented MP4), or
     waited for (an MP4/MOV whose index comes at the end).
+
+    With --scheduler the encodes run on a Dask cluster's workers (the sources
+    and the cache on storage they see); progress, paths and errors are a local run's.
     """
-    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet, follow=follow):
+    for path in ensure_proxies(cli, check_sources(sources), session, settings, jobs=jobs, force=force, show=not quiet, follow=follow, on=cluster):
         typer.echo(str(path))
 
 

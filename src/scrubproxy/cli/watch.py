@@ -1,12 +1,14 @@
 """``scrubproxy watch``: proxies for each recording segment as soon as it completes.
 
-A thin layer over :class:`scrubproxy.watch.SegmentWatcher`: parse, install
-SIGINT/SIGTERM handlers that stop it cleanly, render a live status line on a
-terminal (plain timestamped log lines otherwise).
+A thin layer over :class:`scrubproxy.watch.SegmentWatcher`: parse, connect
+to the Dask cluster once for the whole run when ``--scheduler`` says so,
+install SIGINT/SIGTERM handlers that stop it cleanly, render a live status
+line on a terminal (plain timestamped log lines otherwise).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -21,7 +23,8 @@ from rich.text import Text
 from ..settings import ProxySettings
 from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus
 from ..watch.budget import parse_size
-from .common import DEFAULT_JOBS, CliState, Jobs, Session, command, stderr
+from ..watch.workers import OnCluster, Runner
+from .common import DEFAULT_JOBS, CliState, ClusterChoice, Jobs, Session, command, stderr
 
 
 def _status_line(s: WatchStatus) -> Text:
@@ -50,6 +53,7 @@ def _log_handler(live: bool) -> logging.Handler:
 def watch(
     cli: CliState,
     settings: ProxySettings,
+    cluster: Optional[ClusterChoice],
     folders: Annotated[list[Path], typer.Argument(metavar="FOLDER...", help="Folders the recorder writes segments into (not recursive).", show_default=False)],
     session: Session = None,
     jobs: Jobs = DEFAULT_JOBS,
@@ -69,22 +73,32 @@ def watch(
     events, when unchanged for --settle seconds. Encoders run at low CPU priority.
     SIGINT/SIGTERM stop within seconds and leave nothing partial. Exit status with
     --once: 0, or the highest error code among skipped segments.
+
+    With --scheduler, complete segments go to a Dask cluster's workers as soon as
+    they are complete, the newest with the highest priority (--jobs does not apply).
     """
-    watcher = SegmentWatcher(
-        folders,
-        cli.cache(),
-        session=session,
-        settings=settings,
-        jobs=jobs,
-        patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
-        max_bytes=parse_size(max_size) if max_size else None,
-        settle=settle,
-        poll=poll,
-    )
-    _serve(watcher, once, cli.debug)
+    with contextlib.ExitStack() as stack:
+        runner: Optional[Runner] = None
+        where = f"jobs {jobs}"
+        if cluster is not None:
+            runner = OnCluster(stack.enter_context(cluster.connect()), cluster.path_map)
+            where = f"on the Dask cluster at {cluster.scheduler}"
+        watcher = SegmentWatcher(
+            folders,
+            cli.cache(),
+            session=session,
+            settings=settings,
+            jobs=jobs,
+            patterns=tuple(pattern) if pattern else VIDEO_PATTERNS,
+            max_bytes=parse_size(max_size) if max_size else None,
+            settle=settle,
+            poll=poll,
+            runner=runner,
+        )
+        _serve(watcher, once, cli.debug, where)
 
 
-def _serve(watcher: SegmentWatcher, once: bool, debug: bool) -> None:
+def _serve(watcher: SegmentWatcher, once: bool, debug: bool, where: str) -> None:
     """Run ``watcher`` until a signal (or, ``once``, until done), logging as it goes."""
     live = stderr.is_terminal
     logger = logging.getLogger("scrubproxy")
@@ -93,7 +107,7 @@ def _serve(watcher: SegmentWatcher, once: bool, debug: bool) -> None:
     logger.propagate = False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: watcher.stop())
-    logger.info("watching %s (jobs %d%s)", ", ".join(map(str, watcher.folders)), watcher.jobs, ", once" if once else "")
+    logger.info("watching %s (%s%s)", ", ".join(map(str, watcher.folders)), where, ", once" if once else "")
     if live:
         with Live(get_renderable=lambda: _status_line(watcher.status()), console=stderr, refresh_per_second=4, transient=True):
             watcher.run(once=once)

@@ -10,7 +10,8 @@ miss (network folders, an event queue that overflowed) and notices a folder
 that disappears or returns.
 
 Complete segments are encoded newest first (the one a person is most likely to
-open), ``jobs`` at a time in niced child processes (:mod:`.workers`), through
+open), ``jobs`` at a time in niced child processes (:mod:`.workers`; or all
+at once on a Dask cluster that runs the newest first, ``runner=OnCluster``), through
 ``ProxyCache.ensure``: a ``scrubproxy proxy`` in another process on the same
 segment waits on the same lock and shares the encode. A segment that fails is
 logged with its reason and retried only once it changes; one deleted while
@@ -38,7 +39,7 @@ from ..settings import ProxySettings
 from .budget import enforce_budget
 from .completeness import Change, Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone
 from .messages import Done, Failed, Outcome
-from .workers import Encode, start_encode, wait_any
+from .workers import ChildProcesses, ClusterEncode, Encode, Runner, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class _Job:
     """A segment being encoded, and its encode."""
 
     segment: Complete
-    encode: Encode
+    encode: Encode | ClusterEncode
 
 
 class _Events:
@@ -111,6 +112,8 @@ class SegmentWatcher:
     the cache under a budget (checked at start and after each new proxy).
     ``settle`` and ``quiet`` are the completeness rules' times
     (:mod:`.completeness`); ``poll`` uses no file events, only listings.
+    ``runner`` says where encodes run (default: ``jobs`` child processes
+    here); the watcher closes it when ``run`` returns.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class SegmentWatcher:
         settle: float = 5.0,
         quiet: float = 0.5,
         poll: bool = False,
+        runner: Runner | None = None,
     ) -> None:
         self.folders = [Path(f).expanduser().absolute() for f in folders]
         for folder in self.folders:
@@ -133,6 +137,7 @@ class SegmentWatcher:
         self.jobs = default_jobs() if jobs is None else jobs
         if self.jobs < 1:
             raise BadInputError(None, f"jobs must be at least 1, got {self.jobs}")
+        self.runner = runner or ChildProcesses(self.jobs)
         self.cache = cache
         self.session = session
         self.settings = settings or ProxySettings()
@@ -297,7 +302,8 @@ class SegmentWatcher:
 
         A segment being written again waits for the detector's verdict, and
         one already encoding waits for that encode to end."""
-        while len(self._encodes) < self.jobs and not self._stop.is_set():
+        slots = self.runner.slots
+        while (slots is None or len(self._encodes) < slots) and not self._stop.is_set():
             startable = [s for p, s in self._ready.items() if p not in self._encodes and p not in self._detector.pending]
             if not startable:
                 return
@@ -310,7 +316,8 @@ class SegmentWatcher:
             except ScrubProxyError:
                 pass  # the encode reports it properly
             log.info("encoding %s", segment.path)
-            self._encodes[segment.path] = _Job(segment, start_encode(self.cache, segment.path, self.session, self.settings))
+            encode = self.runner.start(self.cache, segment.path, self.session, self.settings, rank=segment.state.mtime_ns)
+            self._encodes[segment.path] = _Job(segment, encode)
 
     def _not_a_recording(self, path: Path) -> bool:
         """True, logged, for a file that holds no recording (text, a still, sound
@@ -372,3 +379,4 @@ class SegmentWatcher:
                 observer.stop()  # type: ignore[attr-defined]
                 observer.join(2.0)  # type: ignore[attr-defined]
             self._observer = None
+        self.runner.close()

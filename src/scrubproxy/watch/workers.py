@@ -12,6 +12,11 @@ server, so a watcher killed with SIGKILL leaves no encoder running on.
 The encode itself (:func:`encode_segment`) knows nothing of processes: what it
 reports are plain values (:mod:`.messages`), so another place to run it (a
 cluster worker) can reuse it as it is.
+
+Where encodes run is the watcher's :class:`Runner`: :class:`ChildProcesses`
+(here, ``jobs`` at a time) or :class:`OnCluster` (a Dask cluster's workers,
+every ready segment submitted at once, the newest with the highest priority);
+both hand back jobs the watcher treats alike.
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..cache import ProxyCache
+from ..cluster import ClusterQueue, PathMap, Submitted
 from ..errors import ScrubProxyError
 from ..settings import ProxySettings
 from .messages import Done, Failed, Outcome, Progress, Stopped
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 #: Added to the watcher's niceness for encoders: the recorder keeps its frames.
 ENCODER_NICE = 10
@@ -187,3 +196,90 @@ def wait_any(encodes: Iterable[Encode], timeout: float) -> None:
         time.sleep(timeout)
         return
     multiprocessing.connection.wait(waitables, timeout)
+
+
+class ClusterEncode:
+    """One segment on a Dask cluster, with :class:`Encode`'s interface."""
+
+    def __init__(self, job: Submitted) -> None:
+        self.source = job.source
+        self._submitted = time.monotonic()
+        self._job = job
+        self._stopped = False
+
+    @property
+    def started(self) -> float:
+        """When a worker took it (its first progress), else when it was submitted."""
+        return self._job.running_since or self._submitted
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(*self._job.progress)
+
+    def poll(self) -> None:
+        """Nothing to read: progress arrives on the client's own thread."""
+
+    @property
+    def finished(self) -> bool:
+        return self._job.done()
+
+    @property
+    def waitables(self) -> list[Any]:
+        """None: progress and the outcome arrive on the client's thread, read each tick."""
+        return []
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Cancel the task (a running encode stops at its next frame, removing its temp files)."""
+        self._stopped = True
+        self._job.cancel()
+
+    def close(self, grace: float = 5.0) -> Outcome:
+        """The task's outcome as the watcher's values; a stopped or unfinished one is :class:`Stopped`."""
+        if self._stopped or not self._job.done() or self._job.cancelled():
+            return Stopped()
+        try:
+            return Done(self._job.result())
+        except ScrubProxyError as exc:
+            return Failed(exc.exit_code, exc.path or self.source, exc.reason)
+
+
+class Runner(Protocol):
+    """Where the watcher's encodes run. ``slots``: how many at once (``None``:
+    every ready segment, the runner orders them). ``rank``: higher is newer."""
+
+    slots: int | None
+
+    def start(self, cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings, rank: int) -> Encode | ClusterEncode: ...
+
+    def close(self) -> None: ...
+
+
+class ChildProcesses:
+    """Encodes in niced child processes on this machine, ``jobs`` at a time (the default)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.slots: int | None = jobs
+
+    def start(self, cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings, rank: int) -> Encode:
+        return start_encode(cache, source, session, settings)
+
+    def close(self) -> None:
+        """Nothing held between encodes."""
+
+
+class OnCluster:
+    """Encodes on the workers of ``client``'s Dask cluster: every ready segment is
+    submitted at once and the cluster runs the highest ``rank`` (the newest) first."""
+
+    slots: int | None = None
+
+    def __init__(self, client: Client, path_map: PathMap = ()) -> None:
+        self._queue = ClusterQueue(client, path_map)
+
+    def start(self, cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings, rank: int) -> ClusterEncode:
+        # rank is a segment's mtime in ns; in ms it is still exact enough and fits Dask's 64-bit ints.
+        return ClusterEncode(self._queue.submit(source, session, settings, cache_root=cache.root, priority=rank // 1_000_000))
+
+    def close(self) -> None:
+        """Cancel what is still queued or running; stop listening for progress."""
+        self._queue.close()
