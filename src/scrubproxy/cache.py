@@ -1,7 +1,7 @@
 """``ProxyCache``: where proxies live, when they can be trusted, and how they are
 made, published and removed.
 
-Layout (see DESIGN.md)::
+Layout (see docs/architecture.md)::
 
     <root>/CACHEDIR.TAG                      marks the folder as ours (and as a cache)
     <root>/<session>/<stem>-<hash>.mkv      the proxy
