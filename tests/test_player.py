@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_live import follow, live_entry, record, wait_for  # the real recorder and follower
 
 from scrubproxy import BadInputError, Player, PlayerError, ProxyCache, ScrubProxyError
-from scrubproxy.player.mpvipc import MpvProcess
 from scrubproxy.player import lua_script, session_segments
+from scrubproxy.player.mpvipc import MpvProcess
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import read_index, vfr_times
-from test_live import follow, live_entry, record, wait_for  # the real recorder and follower
 
 # In CI these tests must run: a missing mpv there is a failure, not a skip.
 pytestmark = pytest.mark.skipif(shutil.which("mpv") is None and os.environ.get("CI") != "true", reason="mpv not installed (Debian: apt-get install mpv)")
@@ -541,7 +541,7 @@ def test_a_session_plays_while_recorded_exactly_up_to_its_newest_frame_and_end_r
             cmd = [sys.executable, "-m", "scrubproxy", "play", "--session", "live", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
             with played(cmd, env) as (proc, ask):
                 first_duration = mpv_property(ask, "duration")
-                out, err = follower.communicate(timeout=60)
+                _, err = follower.communicate(timeout=60)
                 assert follower.returncode == 0, err
                 seg3 = Path(shutil.copy(make_media("live-seg-3.mkv", frames=10, first_index=500, width=320, height=240), tmp_path / "seg-3.mkv"))
                 cache.ensure(seg3, "live")
