@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_live import follow, live_entry, record, wait_for  # the real recorder and follower
 
 from scrubproxy import BadInputError, Player, PlayerError, ProxyCache, ScrubProxyError
+from scrubproxy.player import lua_script, session_segments
 from scrubproxy.player.mpvipc import MpvProcess
-from scrubproxy.player import lua_script
 from scrubproxy.reader import ProxyReader
 from scrubproxy.samples import read_index, vfr_times
 
@@ -500,3 +501,74 @@ def test_sources_without_sound_play_without_an_audio_stream(session_sources, cac
     with Player(session_sources, cache=cache, headless=True) as p:
         assert not p.mpv_timeline.has_audio and "!new_stream" not in p.mpv_timeline.edl()
         assert [t["type"] for t in p.command("get_property", "track-list")] == ["video"]
+
+
+def test_a_session_plays_while_recorded_exactly_up_to_its_newest_frame_and_end_reaches_the_new_one(make_media, tmp_path):
+    """A real recorder writes seg-2 while a real follower publishes its frames;
+    the Player (and ``scrubproxy play --session``) play it up to its newest
+    published frame, and reload / End reach the frames and segments published since."""
+    root = tmp_path / "cache"
+    cache = ProxyCache(root)
+    seg1 = Path(shutil.copy(make_media("live-seg-1.mkv", frames=30, gop=10, bframes=2, width=320, height=240), tmp_path / "seg-1.mkv"))
+    cache.ensure(seg1, "live")
+    target = tmp_path / "seg-2.mkv"
+    recorder = record(make_media("live-source.mkv", frames=150, gop=30, bframes=2, width=320, height=240), target, "matroska", "--pause-at", "75", "--pause", "4", speed=1.5)
+    follower = None
+    try:
+        wait_for(target.exists, "the recorder to start")
+        follower = follow(root, target)
+        wait_for(lambda: (e := live_entry(cache)) and e.frames >= 10, "the first published frames")
+        with Player(session_segments(cache, "live"), "live", cache, headless=True, watch_session=True) as p:
+            n1 = len(p) - 30
+            assert [s.name for s in p.segments] == ["seg-1.mkv", "seg-2.mkv"] and p.growing and n1 < 150
+            p.seek_frame(len(p) - 1)  # the newest published frame, exactly
+            assert shown(p, tmp_path) == n1 - 1 and p.frame() == len(p) - 1
+            for g in (0, 29, 30, 30 + n1 // 2):
+                p.seek_frame(g)
+                assert shown(p, tmp_path) == p.timeline.locate(g)[1]
+            p.seek_frame(35)
+            wait_for(lambda: live_entry(cache).frames > n1 + 5, "more frames")
+            assert p.reload() > 30 + n1 + 5
+            assert p.frame() == 35 and shown(p, tmp_path) == 5  # reloaded at the frame shown
+            edge = p.live_edge()
+            assert edge == len(p) - 1 and p.frame() == edge and shown(p, tmp_path) == edge - 30
+            for g in (29, 30, 30 + n1 - 1):  # reachable before: the same numbers
+                p.seek_frame(g)
+                assert shown(p, tmp_path) == (29 if g == 29 else g - 30)
+
+            # The CLI while recording: End reloads (the finished seg-2 and a new seg-3) and shows the newest frame.
+            env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(root)}
+            cmd = [sys.executable, "-m", "scrubproxy", "play", "--session", "live", "--mpv-arg=--vo=null", "--mpv-arg=--ao=null"]
+            with played(cmd, env) as (proc, ask):
+                first_duration = mpv_property(ask, "duration")
+                _, err = follower.communicate(timeout=60)
+                assert follower.returncode == 0, err
+                seg3 = Path(shutil.copy(make_media("live-seg-3.mkv", frames=10, first_index=500, width=320, height=240), tmp_path / "seg-3.mkv"))
+                cache.ensure(seg3, "live")
+                ask("keypress", "END")
+
+                def newest_shown() -> bool:
+                    if ask("get_property", "duration").get("data", 0) <= first_duration:
+                        return False
+                    if ask("screenshot-to-file", str(tmp_path / "cli.jpg"), "video").get("error") != "success":
+                        return False
+                    with Image.open(tmp_path / "cli.jpg") as img:
+                        return read_index(np.asarray(img.convert("RGB"))) == 509
+
+                wait_for(newest_shown, "End to show seg-3's last frame", timeout=20, poll=0.1)
+                ask("quit")
+                assert proc.wait(10) == 0
+
+            # The API's reload: seg-2 whole, seg-3 after it, every earlier frame where it was.
+            assert p.reload() == 30 + 150 + 10 and not p.segments[1].reader.live
+            for g, index in ((29, 29), (30 + n1 - 1, n1 - 1), (30 + 149, 149), (180, 500), (189, 509)):
+                p.seek_frame(g)
+                assert shown(p, tmp_path) == index, g
+            # what the CLI saw at its start: seg-2 still growing
+            assert first_duration < p.mpv_timeline.duration - 10 / 30
+    finally:
+        for child in (recorder, follower):
+            if child is not None and child.poll() is None:
+                child.kill()
+            if child is not None:
+                child.wait()

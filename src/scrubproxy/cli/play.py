@@ -11,7 +11,11 @@ from ..errors import BadInputError
 from ..settings import ProxySettings
 from .common import DEFAULT_JOBS, CliState, Jobs, Quiet, Session, check_sources, command, ensure_proxies, stderr
 
-KEYS = "keys: . and , one frame | right/left 1 s | up/down 10 s | o open the original at this frame | q quit"
+KEYS = (
+    "keys: right/left (or . and ,) one frame | shift+right/left 1 s | up/down 10 s | home/end first/last frame"
+    " (end while recording: reload, then the newest frame) | J/K/L shuttle | space play/pause"
+    " | o open the original at this frame | q quit"
+)
 
 #: mpv options that take over what the Player needs for itself: its IPC socket is how it drives mpv.
 RESERVED_MPV_OPTIONS = ("--input-ipc-server", "--input-ipc-client")
@@ -44,19 +48,26 @@ def play(
     """Scrub SRC... in mpv on their proxies: exact frames, the source frame number on screen.
 
     Without SRC, plays every segment of --session in recording order (seg-2 before seg-10).
+
+    While a segment is being recorded (and followed: scrubproxy proxy or watch),
+    it plays up to its newest published frame, exactly. End reloads: the new
+    frames, and with --session alone the session's new segments, are added at
+    the end (every frame keeps its number), then the newest frame is shown.
     """
-    from ..player import Player  # here: only this command needs mpv
+    from ..player import Player, session_segments  # here: only this command needs mpv
 
     check_mpv_args(mpv_arg)
     cache = cli.cache()
+    watch = not sources  # a whole session: End also picks up its new segments
     if sources:
         sources = check_sources(sources)
     elif session is None:
         raise BadInputError(None, "nothing to play: give SRC..., or --session S for a whole session")
     else:
-        sources = cache.session_sources(session)  # its segments, whatever settings their proxies have
-    ensure_proxies(cli, sources, session, settings, jobs=jobs, show=not quiet)
-    with Player(sources, session, cache, settings=settings, mpv_args=mpv_arg, original_args=mpv_arg) as player:
+        sources = session_segments(cache, session, settings)  # whatever settings the valid proxies have
+    live = {s for s in sources if cache.live_proxy(s, session, settings) is not None}  # followed now: nothing to make
+    ensure_proxies(cli, [s for s in sources if s not in live], session, settings, jobs=jobs, show=not quiet)
+    with Player(sources, session, cache, settings=settings, mpv_args=mpv_arg, original_args=mpv_arg, watch_session=watch) as player:
         if not quiet:  # once mpv shows the first frame
             stderr.print(KEYS, highlight=False)
         player.wait()

@@ -160,16 +160,17 @@ class MpvClient:
 
     # -- wire -----------------------------------------------------------------------
 
-    def _read_message(self, deadline: float, what: str, timeout: float) -> dict[str, Any]:
+    def _next_message(self, deadline: float) -> dict[str, Any] | None:
+        """The next message from mpv, or None when none came before ``deadline``."""
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._hung(what, timeout)
+                return None
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
             except TimeoutError:
-                raise self._hung(what, timeout) from None
+                return None
             except OSError:
                 raise self._died() from None
             if not chunk:
@@ -177,6 +178,12 @@ class MpvClient:
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
         return json.loads(line)
+
+    def _read_message(self, deadline: float, what: str, timeout: float) -> dict[str, Any]:
+        msg = self._next_message(deadline)
+        if msg is None:
+            raise self._hung(what, timeout)
+        return msg
 
     def command(self, *args: Any, timeout: float | None = None) -> Any:
         """Run one mpv command; its ``data``. :class:`PlayerError` when mpv refuses, dies or hangs."""
@@ -222,6 +229,20 @@ class MpvClient:
                 msg = self._read_message(deadline, f"with {'/'.join(names)}", timeout)
                 if msg.get("event") in names:
                     return msg
+
+    def poll_event(self, *names: str, timeout: float) -> dict[str, Any] | None:
+        """The next event named one of ``names`` within ``timeout`` s, else None:
+        for waiting on the person (a quiet mpv is not a hung one, so it is left running)."""
+        with self._lock:
+            while self._events:
+                msg = self._events.popleft()
+                if msg.get("event") in names:
+                    return msg
+            deadline = time.monotonic() + timeout
+            while (msg := self._next_message(deadline)) is not None:
+                if msg.get("event") in names:
+                    return msg
+            return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

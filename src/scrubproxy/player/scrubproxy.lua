@@ -29,26 +29,33 @@ if opts["goto"] ~= "" then
 end
 if opts.timeline == "" then return end
 
-local f = io.open(opts.timeline, "r")
-if not f then
-    mp.msg.error("scrubproxy: cannot read " .. opts.timeline)
-    return
-end
-local data = utils.parse_json(f:read("*a"))
-f:close()
+-- The timeline, flattened to global arrays (1-based): mpv time, timeline source time,
+-- segment index, frame within the segment. Read again when the Player reloads
+-- (new frames of a segment being recorded, new segments).
+local data, mt, st, seg_of, local_of, n
 
--- Flatten to global arrays (1-based): mpv time, timeline source time, segment index.
-local mt, st, seg_of, local_of = {}, {}, {}, {}
-for si, seg in ipairs(data.segments) do
-    for k, t in ipairs(seg.mpv_times) do
-        local g = seg.first + k
-        mt[g] = t
-        st[g] = seg.source_offset + seg.source_times[k]
-        seg_of[g] = si
-        local_of[g] = k - 1
+local function load_timeline()
+    local f = io.open(opts.timeline, "r")
+    if not f then
+        mp.msg.error("scrubproxy: cannot read " .. opts.timeline)
+        return false
     end
+    data = utils.parse_json(f:read("*a"))
+    f:close()
+    mt, st, seg_of, local_of = {}, {}, {}, {}
+    for si, seg in ipairs(data.segments) do
+        for k, t in ipairs(seg.mpv_times) do
+            local g = seg.first + k
+            mt[g] = t
+            st[g] = seg.source_offset + seg.source_times[k]
+            seg_of[g] = si
+            local_of[g] = k - 1
+        end
+    end
+    n = #mt
+    return true
 end
-local n = #mt
+if not load_timeline() then return end
 
 -- last index i with arr[i] <= x (1 if none)
 local function last_le(arr, x)
@@ -93,6 +100,14 @@ local function update()
     overlay:update()
 end
 mp.observe_property("time-pos", "number", update)
+mp.register_script_message("scrubproxy-reload", function() if load_timeline() then update() end end)
+
+-- End: the last frame; while recording, the Player (listening on its IPC socket)
+-- then reloads the timeline and moves on to the newest frame published.
+local function last_frame()
+    go(n)
+    if data.live then mp.commandv("script-message", "scrubproxy-live-edge") end
+end
 
 local function by_frames(d) return function() mp.set_property_bool("pause", true); local g = shown(); if g then go(g + d) end end end
 local function by_seconds(d)
@@ -162,7 +177,7 @@ mp.add_forced_key_binding("DOWN", "scrubproxy-back-10s", by_seconds(-10), {repea
 mp.add_forced_key_binding("PGDWN", "scrubproxy-forward-10s-page", by_seconds(10), {repeatable = true})
 mp.add_forced_key_binding("PGUP", "scrubproxy-back-10s-page", by_seconds(-10), {repeatable = true})
 mp.add_forced_key_binding("HOME", "scrubproxy-first-frame", function() go(1) end)
-mp.add_forced_key_binding("END", "scrubproxy-last-frame", function() go(n) end)
+mp.add_forced_key_binding("END", "scrubproxy-last-frame", last_frame)
 mp.add_forced_key_binding("SPACE", "scrubproxy-play-pause", play_pause)
 mp.add_forced_key_binding("l", "scrubproxy-shuttle-forward", shuttle(1))
 mp.add_forced_key_binding("j", "scrubproxy-shuttle-reverse", shuttle(-1))
