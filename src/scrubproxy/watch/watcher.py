@@ -359,7 +359,9 @@ class SegmentWatcher:
         one already encoding waits for that encode to end."""
         slots = self.runner.slots
         while (slots is None or len(self._encodes) < slots) and not self._stop.is_set():
-            startable = [s for p, s in self._ready.items() if p not in self._encodes and p not in self._follows and p not in self._detector.pending]
+            startable = [
+                s for p, s in self._ready.items() if p not in self._encodes and p not in self._follows and p not in self._detector.pending
+            ]
             if not startable:
                 return
             segment = max(startable, key=lambda s: (s.state.mtime_ns, str(s.path)))
@@ -434,6 +436,7 @@ class SegmentWatcher:
             can = self._writing[path] = followable(path)
             if can:
                 log.info("following %s while it is recorded", path)
+                self._ready.pop(path, None)  # an earlier content's turn: the follow makes the proxy now
                 self._follows[path] = _Followed(start_follow(self.cache, path, self.session, self.settings))
             elif can is False:
                 log.info("recording: %s (its index comes at the end: proxied once complete)", path)

@@ -253,7 +253,9 @@ class Encode:
 class Follow(Encode):
     """One running child follow: an :class:`Encode` that is also told when its segment is complete."""
 
-    def __init__(self, source: Path, process: Any, conn: multiprocessing.connection.Connection, told: multiprocessing.connection.Connection) -> None:
+    def __init__(
+        self, source: Path, process: Any, conn: multiprocessing.connection.Connection, told: multiprocessing.connection.Connection
+    ) -> None:
         super().__init__(source, process, conn)
         self._told = told
         self.told_complete = False
@@ -293,9 +295,7 @@ def start_follow(cache: ProxyCache, source: Path, session: str | None, settings:
     it ends once told (:meth:`Follow.complete`) and has read every byte."""
     told_read, told = _mp_context().Pipe(duplex=False)
     try:
-        process, conn = _start_child(
-            _follow_child, (str(cache.root), str(source), session, settings, told_read), f"follow {source.name}"
-        )
+        process, conn = _start_child(_follow_child, (str(cache.root), str(source), session, settings, told_read), f"follow {source.name}")
     finally:
         told_read.close()
     return Follow(source, process, conn, told)
