@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scrubproxy.watch.completeness import Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone
+from scrubproxy.watch.completeness import Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone, Writing
 
 SETTLE, QUIET = 5.0, 0.5
 REC = Path("/rec")
@@ -54,7 +54,8 @@ def test_a_segment_written_then_closed_is_complete_once_quiet(world):
     d = detector(world)
     for size in (100, 200, 300):
         world.write(SEG, size)
-        assert d.written(SEG) == []
+        # Reported as being written once, at its first write.
+        assert d.written(SEG) == ([Writing(SEG, world.files[SEG])] if size == 100 else [])
         assert d.check() == []
         world.wait(1.0)
     assert d.closed(SEG) == [] and d.check() == []
@@ -101,7 +102,7 @@ def test_growth_seen_only_by_stat_restarts_the_settle_clock(world):
     for size in (200, 300, 400):  # a network folder: no events at all
         world.wait(SETTLE - 1)
         world.write(SEG, size)
-        assert d.check() == []
+        assert d.check() == ([Writing(SEG, world.files[SEG])] if size == 200 else [])  # seen growing: being written
     world.wait(SETTLE)
     assert d.check() == [Complete(SEG, FileState(400, world.files[SEG].mtime_ns))]
 
@@ -225,3 +226,38 @@ def test_a_segment_that_vanishes_between_event_and_stat_is_ignored(world):
     d = detector(world)
     assert d.written(SEG) == [] and d.closed(SEG) == []
     assert list(d.pending) == [] and d.check() == []
+
+
+def test_only_a_segment_seen_changing_is_reported_as_being_written(world):
+    done, half = REC / "done.mkv", REC / "half.mkv"
+    world.write(done, 100)  # complete when the watcher starts, however recent
+    world.write(half, 100)  # half written when the watcher starts
+    d = detector(world)
+    assert d.scanned(REC, world.listing()) == []
+    world.wait(0.2)
+    world.write(half, 200)
+    assert d.check() == [Writing(half, world.files[half])]  # at its next write: in time to follow it from its start
+    for size in (300, 400):
+        world.wait(1)
+        world.write(half, size)
+        assert d.written(half) == [] and d.check() == []
+    d.closed(half)
+    world.wait(SETTLE)
+    assert d.check() == [Complete(done, world.files[done]), Complete(half, world.files[half])]  # done: never reported written
+
+
+def test_a_segment_written_again_after_completing_is_reported_as_being_written_again(world):
+    d = detector(world)
+    world.write(SEG, 100)
+    assert d.written(SEG) == [Writing(SEG, world.files[SEG])]
+    d.closed(SEG)
+    world.wait(QUIET)
+    assert d.check() == [Complete(SEG, world.files[SEG])]
+    d.written(SEG)  # an event that leaves it as it was reported complete: not written
+    assert d.check() == []
+    world.wait(1)
+    world.write(SEG, 200)
+    assert d.written(SEG) == [Writing(SEG, world.files[SEG])]
+    world.wait(1)
+    world.write(SEG, 300)
+    assert d.scanned(REC, world.listing()) == [] and d.check() == []

@@ -125,9 +125,7 @@ class _LiveDecoder:
                     return
                 if packet.size:
                     self._put(packet)
-        except FollowStopped:
-            pass
-        except SourceChangedError as exc:
+        except (FollowStopped, SourceChangedError) as exc:  # both end the follow, neither is the end of the recording
             self._error = exc
         except av.error.FFmpegError as exc:  # a cut or damaged tail ends the stream
             self.ended_early = str(exc)

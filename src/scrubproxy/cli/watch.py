@@ -29,6 +29,8 @@ from .common import DEFAULT_JOBS, CliState, ClusterChoice, Jobs, Session, comman
 
 def _status_line(s: WatchStatus) -> Text:
     parts = [f"queue {s.queued}", f"being written {s.writing}"]
+    parts += [f"following {name} {frames} frames" for name, frames in s.following]
+    parts += [f"recording {name}" for name in s.recording]
     for name, done, total, fps in s.encoding:
         parts.append(f"encoding {name} {done}/{total or '?'} at {fps:.0f} fps")
     if not s.encoding:
@@ -66,6 +68,9 @@ def watch(
         float, typer.Option("--settle", min=0.1, help="Seconds a segment must stay unchanged to count as complete where file events are not available.")
     ] = 5.0,
     poll: Annotated[bool, typer.Option("--poll", help="Do not use file events (network folders): judge completeness by --settle only.")] = False,
+    no_follow: Annotated[
+        bool, typer.Option("--no-follow", help="Do not follow segments while they are recorded: proxy each one once complete.")
+    ] = False,
 ) -> None:
     """Watch FOLDER... and make a proxy of each segment once its writer has finished it, newest first.
 
@@ -73,6 +78,11 @@ def watch(
     events, when unchanged for --settle seconds. Encoders run at low CPU priority.
     SIGINT/SIGTERM stop within seconds and leave nothing partial. Exit status with
     --once: 0, or the highest error code among skipped segments.
+
+    A segment being written whose container can be read while written (Matroska,
+    MPEG-TS, fragmented MP4) is followed as it grows: its live proxy can be
+    scrubbed at once and is complete when the recording is (--no-follow: not
+    followed). A plain MP4/MOV is shown as recording and proxied once complete.
 
     With --scheduler, complete segments go to a Dask cluster's workers as soon as
     they are complete, the newest with the highest priority (--jobs does not apply).
@@ -94,6 +104,7 @@ def watch(
             settle=settle,
             poll=poll,
             runner=runner,
+            follow=not no_follow,
         )
         _serve(watcher, once, cli.debug, where)
 

@@ -17,12 +17,17 @@ sleeps: the watcher feeds it file events (:meth:`~CompletenessDetector.written`,
 folder listings and ticks (:meth:`~CompletenessDetector.check`); its clocks and
 stat function are arguments, so tests drive it with fakes. Each call returns
 what changed as a list of small frozen records matched by type
-(:class:`Complete`, :class:`Gone`, :class:`FolderUnavailable`,
-:class:`FolderBack`). A consumer ignores the kinds it does not know, so
-reporting segments while they are being written (to follow them live) will be
-one more kind of record, not a new interface. A segment is reported complete
-once per content (size and mtime): closed again unchanged, or after its encode
-failed, it is not reported again until it changes.
+(:class:`Writing`, :class:`Complete`, :class:`Gone`, :class:`FolderUnavailable`,
+:class:`FolderBack`). A consumer ignores the kinds it does not know. A segment
+is reported complete once per content (size and mtime): closed again
+unchanged, or after its encode failed, it is not reported again until it changes.
+
+:class:`Writing` comes first, once per stretch of writing, for a segment seen
+being written: a write event, or a size or mtime that changed between two
+looks. A segment merely found in a listing is not reported as written until it
+is seen to change, so one already complete when the watcher started (however
+recent its mtime) is never taken for one being recorded; one half written then
+is reported at its next write, in time to be followed from its start.
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ class FileState:
 def file_state(path: Path) -> FileState:
     """Stat ``path`` (I/O; raises ``OSError`` when it is gone)."""
     return FileState.of(os.stat(path))
+
+
+@dataclass(frozen=True)
+class Writing:
+    """``path`` is being written (``state`` is what was seen): it may be followed
+    while it grows; its :class:`Complete` comes when the writer is done."""
+
+    path: Path
+    state: FileState
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,7 @@ class FolderBack:
     folder: Path
 
 
-Change = Complete | Gone | FolderUnavailable | FolderBack
+Change = Writing | Complete | Gone | FolderUnavailable | FolderBack
 
 
 @dataclass
@@ -102,6 +116,7 @@ class _Pending:
     changed_at: float  # clock time its state last changed
     witnessed: bool = False  # seen being written by an event source that reports closes: must be closed
     closed_at: float | None = None
+    announced: bool = False  # reported as Writing in this stretch of writing
 
 
 class CompletenessDetector:
@@ -153,7 +168,7 @@ class CompletenessDetector:
         pending.state, pending.changed_at = state, now
         pending.witnessed = self.close_events
         pending.closed_at = None
-        return []
+        return self._announce(path, pending)
 
     def closed(self, path: Path) -> list[Change]:
         """A file event says the writer closed ``path`` (or renamed it into the folder)."""
@@ -188,7 +203,9 @@ class CompletenessDetector:
                 continue
             # Unchanged since long enough ago (by its mtime) counts as settled already.
             age = max(0.0, wall - state.mtime_ns / 1e9)
-            self._pending[path] = _Pending(state, now - min(age, self.settle))
+            pending = self._pending[path] = _Pending(state, now - min(age, self.settle))
+            if path in self._reported:  # changed since it was complete: written again
+                changes += self._announce(path, pending)
         return changes
 
     def unavailable(self, folder: Path, reason: str) -> list[Change]:
@@ -213,6 +230,7 @@ class CompletenessDetector:
                 continue
             if state != p.state:
                 p.state, p.changed_at = state, now
+                changes += self._announce(path, p)
                 continue
             if p.witnessed:
                 complete = p.closed_at is not None and now - max(p.closed_at, p.changed_at) >= self.quiet
@@ -228,6 +246,14 @@ class CompletenessDetector:
         return changes
 
     # -- helpers --------------------------------------------------------------------
+
+    def _announce(self, path: Path, pending: _Pending) -> list[Change]:
+        """Report ``path`` as :class:`Writing` once per stretch of writing (not
+        for a write that leaves it as it was reported complete)."""
+        if pending.announced or self._reported.get(path) == pending.state:
+            return []
+        pending.announced = True
+        return [Writing(path, pending.state)]
 
     def _forget(self, path: Path, reason: str) -> list[Change]:
         pending = self._pending.pop(path, None) is not None

@@ -1,4 +1,4 @@
-"""What an encode of one segment reports: progress while it runs, then one outcome.
+"""What an encode (or a follow) of one segment reports: progress while it runs, then one outcome.
 
 Small frozen records, matched by type, sent as they are from a child process
 (:mod:`.workers`) and just as fit to be a remote task's result: a failure is a
@@ -41,4 +41,12 @@ class Stopped:
     """Stopped on request before the end; nothing partial was left."""
 
 
-Outcome = Done | Failed | Stopped
+@dataclass(frozen=True)
+class Abandoned:
+    """A follow's file was truncated, replaced or deleted (``reason``): its live
+    proxy is gone, nothing of it is served; the segment is handled again once complete."""
+
+    reason: str
+
+
+Outcome = Done | Failed | Stopped | Abandoned

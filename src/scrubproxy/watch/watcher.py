@@ -17,6 +17,19 @@ segment waits on the same lock and shares the encode. A segment that fails is
 logged with its reason and retried only once it changes; one deleted while
 queued or encoding is dropped; a folder that disappears is reported and
 watched again when it returns.
+
+A segment the detector reports as being written (:class:`~.completeness.Writing`)
+whose container can be read while written (``growing.followable``: Matroska,
+MPEG-TS, fragmented MP4) is followed from that moment: a child process runs
+``ProxyCache.follow`` (a live proxy that grows with the recording) and is told
+the recording is complete when the detector says so, which stays the one judge
+of that. Follows do not count against ``jobs`` (one per segment being written:
+a follow is paced by its recorder). A plain MP4/MOV, whose index comes at the
+end, is shown as recording and encoded once complete. A follow whose file is
+truncated, replaced or deleted is dropped and the segment encoded once complete;
+one that fails while the file is still written is encoded once complete too
+(a failure then is logged once, by that encode). ``follow=False`` encodes every
+segment once complete.
 """
 
 from __future__ import annotations
@@ -34,12 +47,13 @@ from pathlib import Path
 
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
+from ..growing import followable
 from ..probe import REFUSED_KINDS, classify
 from ..settings import ProxySettings
 from .budget import enforce_budget
-from .completeness import Change, Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone
-from .messages import Done, Failed, Outcome
-from .workers import ChildProcesses, ClusterEncode, Encode, Runner, wait_any
+from .completeness import Change, Complete, CompletenessDetector, FileState, FolderBack, FolderUnavailable, Gone, Writing, file_state
+from .messages import Abandoned, Done, Failed, Outcome
+from .workers import ChildProcesses, ClusterEncode, Encode, Follow, Runner, start_follow, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +75,14 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class WatchStatus:
-    """A snapshot for a status line: segments waiting, encoding, done, failed."""
+    """A snapshot for a status line: segments waiting, being written, encoding, done, failed.
+
+    ``writing`` counts the segments seen being written (never one that was
+    complete when the watcher started); of those, ``following`` names the ones
+    followed live with their frames so far, ``recording`` the others (a plain
+    MP4/MOV, or ``follow=False``). A follow still finishing after its recording
+    completed stays in ``following`` until its proxy is ready.
+    """
 
     queued: int
     writing: int
@@ -69,6 +90,8 @@ class WatchStatus:
     done: int
     failed: int
     last_lag: float | None  # seconds from a segment's completion to its proxy
+    following: tuple[tuple[str, int], ...] = ()  # (name, frames followed so far)
+    recording: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,14 @@ class _Job:
 
     segment: Complete
     encode: Encode | ClusterEncode
+
+
+@dataclass
+class _Followed:
+    """A segment followed while it is recorded; ``segment`` once the detector says it is complete."""
+
+    follow: Follow
+    segment: Complete | None = None
 
 
 class _Events:
@@ -113,7 +144,8 @@ class SegmentWatcher:
     ``settle`` and ``quiet`` are the completeness rules' times
     (:mod:`.completeness`); ``poll`` uses no file events, only listings.
     ``runner`` says where encodes run (default: ``jobs`` child processes
-    here); the watcher closes it when ``run`` returns.
+    here); the watcher closes it when ``run`` returns. ``follow`` follows
+    segments while they are recorded (see the module docstring).
     """
 
     def __init__(
@@ -129,6 +161,7 @@ class SegmentWatcher:
         quiet: float = 0.5,
         poll: bool = False,
         runner: Runner | None = None,
+        follow: bool = True,
     ) -> None:
         self.folders = [Path(f).expanduser().absolute() for f in folders]
         for folder in self.folders:
@@ -144,6 +177,7 @@ class SegmentWatcher:
         self.patterns = patterns
         self.max_bytes = max_bytes
         self.poll = poll
+        self.follow = follow
         self.exit_code = 0  # the highest exit code among failed segments (see errors.py)
         self._cache_root = cache.root.resolve()
         self._stop = threading.Event()
@@ -152,6 +186,9 @@ class SegmentWatcher:
         self._detector = CompletenessDetector(settle, quiet)
         self._ready: dict[Path, Complete] = {}
         self._encodes: dict[Path, _Job] = {}
+        # Segments being written: can it be followed (None: too early to tell)?
+        self._writing: dict[Path, bool | None] = {}
+        self._follows: dict[Path, _Followed] = {}
         self._done = 0
         self._failed = 0
         self._last_lag: float | None = None
@@ -167,9 +204,13 @@ class SegmentWatcher:
 
     def status(self) -> WatchStatus:
         """Safe to call from another thread (a status line's refresh)."""
-        progress = [(j.segment.path.name, j.encode.progress) for j in tuple(self._encodes.values())]
+        progress = [(j.segment.path.name, j.encode.progress) for j in self._encodes.copy().values()]
         encoding = tuple((name, p.done, p.total, p.fps) for name, p in progress)
-        return WatchStatus(len(self._ready), len(self._detector.pending), encoding, self._done, self._failed, self._last_lag)
+        follows = self._follows.copy()
+        following = tuple((path.name, f.follow.progress.done) for path, f in follows.items())
+        writing = self._writing.copy()
+        recording = tuple(path.name for path in writing if path not in follows)
+        return WatchStatus(len(self._ready), len(writing), encoding, self._done, self._failed, self._last_lag, following, recording)
 
     def run(self, once: bool = False) -> int:
         """Watch until stopped (or, ``once``, until all present segments are
@@ -190,11 +231,13 @@ class SegmentWatcher:
                     last_scan = now
                 self._drain_events()
                 self._apply(self._detector.check())
+                self._start_follows()
                 self._reap()
+                self._reap_follows()
                 self._dispatch()
-                if once and not self._detector.pending and not self._ready and not self._encodes:
+                if once and not self._detector.pending and not self._ready and not self._encodes and not self._follows:
                     break
-                wait_any((j.encode for j in self._encodes.values()), _TICK)
+                wait_any([*(j.encode for j in self._encodes.values()), *(f.follow for f in self._follows.values())], _TICK)
         finally:
             self._shutdown()
         return self._failed
@@ -270,12 +313,23 @@ class SegmentWatcher:
     def _apply(self, changes: list[Change]) -> None:
         """Act on what the detector reports."""
         for change in changes:
-            if isinstance(change, Complete):
+            if isinstance(change, Writing):
+                self._writing.setdefault(change.path, None)
+            elif isinstance(change, Complete):
+                self._writing.pop(change.path, None)
+                followed = self._follows.get(change.path)
                 if self._not_a_recording(change.path):
+                    if followed is not None:
+                        self._stop_follow(change.path)
                     continue
-                self._ready[change.path] = change
                 log.info("complete: %s (%.1f MB)", change.path, change.state.size / 1e6)
+                if followed is not None:
+                    followed.segment = change
+                    followed.follow.complete()
+                else:
+                    self._ready[change.path] = change
             elif isinstance(change, Gone):
+                self._writing.pop(change.path, None)
                 self._drop(change.path, change.reason, logged=not change.was_complete)
             elif isinstance(change, FolderUnavailable):
                 log.warning("%s: folder unavailable (%s); waiting for it to return", change.folder, change.reason)
@@ -292,7 +346,8 @@ class SegmentWatcher:
             job.encode.stop()
             job.encode.close()
             self.cache.remove_leftovers(self.session)
-        if dropped or job is not None or logged:
+        followed = self._stop_follow(path)
+        if dropped or job is not None or followed or logged:
             log.warning("dropped %s: %s", path, why)
 
     # -- encoding -----------------------------------------------------------------
@@ -304,7 +359,9 @@ class SegmentWatcher:
         one already encoding waits for that encode to end."""
         slots = self.runner.slots
         while (slots is None or len(self._encodes) < slots) and not self._stop.is_set():
-            startable = [s for p, s in self._ready.items() if p not in self._encodes and p not in self._detector.pending]
+            startable = [
+                s for p, s in self._ready.items() if p not in self._encodes and p not in self._follows and p not in self._detector.pending
+            ]
             if not startable:
                 return
             segment = max(startable, key=lambda s: (s.state.mtime_ns, str(s.path)))
@@ -349,9 +406,10 @@ class SegmentWatcher:
             self._done += 1
             self._last_lag = lag = time.time() - job.segment.last_write
             log.info(
-                "proxy ready: %s -> %s (encode %.1f s, %.1f s after the segment completed)",
+                "proxy ready: %s -> %s (%s %.1f s, %.1f s after the segment completed)",
                 source,
                 outcome.proxy,
+                "followed" if isinstance(job.encode, Follow) else "encode",
                 time.monotonic() - job.encode.started,
                 lag,
             )
@@ -365,7 +423,63 @@ class SegmentWatcher:
             self.exit_code = max(self.exit_code, outcome.code)
             log.error("skipped %s: %s (exit code %s; retried when it changes)", outcome.path, outcome.reason, outcome.code)
 
+    # -- following ------------------------------------------------------------------
+
+    def _start_follows(self) -> None:
+        """Follow each segment being written whose container can be read while
+        written, once enough of it is there to tell."""
+        if not self.follow or self._stop.is_set():
+            return
+        for path, can in list(self._writing.items()):
+            if can is not None or path in self._follows or path in self._encodes:
+                continue
+            can = self._writing[path] = followable(path)
+            if can:
+                log.info("following %s while it is recorded", path)
+                self._ready.pop(path, None)  # an earlier content's turn: the follow makes the proxy now
+                self._follows[path] = _Followed(start_follow(self.cache, path, self.session, self.settings))
+            elif can is False:
+                log.info("recording: %s (its index comes at the end: proxied once complete)", path)
+
+    def _stop_follow(self, path: Path) -> bool:
+        """Stop following ``path`` (its live proxy is deleted); False if it was not followed."""
+        followed = self._follows.pop(path, None)
+        if followed is None:
+            return False
+        followed.follow.stop()
+        followed.follow.close()
+        self.cache.remove_leftovers(self.session)
+        return True
+
+    def _reap_follows(self) -> None:
+        for path, followed in list(self._follows.items()):
+            followed.follow.poll()
+            if followed.follow.finished:
+                del self._follows[path]
+                self._end_follow(path, followed, followed.follow.close())
+
+    def _end_follow(self, path: Path, followed: _Followed, outcome: Outcome) -> None:
+        """What a follow's outcome means for its segment."""
+        segment = followed.segment
+        if segment is not None and not isinstance(outcome, Abandoned):
+            self._finish(_Job(segment, followed.follow), outcome)
+            return
+        if path in self._writing:
+            self._writing[path] = False  # not followed again while this recording lasts: encoded once complete
+        if isinstance(outcome, Abandoned):
+            log.warning("dropped the live proxy of %s: %s; proxied once complete", path, outcome.reason)
+            with contextlib.suppress(OSError):
+                if segment is not None and file_state(path) == segment.state:
+                    self._ready[path] = segment  # it was complete as it is now
+        elif isinstance(outcome, Failed):
+            log.debug("stopped following %s: %s; proxied once complete", path, outcome.reason)
+        elif isinstance(outcome, Done):  # a valid proxy was there already
+            log.info("proxy already valid: %s", path)
+
     def _shutdown(self) -> None:
+        for path in list(self._follows):
+            self._stop_follow(path)
+            log.warning("stopped following %s", path)
         for job in self._encodes.values():
             job.encode.stop()
             job.encode.close()

@@ -13,6 +13,11 @@ The encode itself (:func:`encode_segment`) knows nothing of processes: what it
 reports are plain values (:mod:`.messages`), so another place to run it (a
 cluster worker) can reuse it as it is.
 
+A segment followed while it is recorded (:func:`start_follow`) runs the same
+way, always here (it reads the file as it grows): ``ProxyCache.follow`` in a
+niced child whose end of recording is the watcher's word, sent on a second
+pipe once the watcher's detector says the segment is complete.
+
 Where encodes run is the watcher's :class:`Runner`: :class:`ChildProcesses`
 (here, ``jobs`` at a time) or :class:`OnCluster` (a Dask cluster's workers,
 every ready segment submitted at once, the newest with the highest priority);
@@ -28,6 +33,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,8 +42,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..cache import ProxyCache
 from ..cluster import ClusterQueue, PathMap, Submitted
 from ..errors import ScrubProxyError
+from ..growing import SourceChangedError
 from ..settings import ProxySettings
-from .messages import Done, Failed, Outcome, Progress, Stopped
+from .messages import Abandoned, Done, Failed, Outcome, Progress, Stopped
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -67,8 +74,11 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _failure(source: str, exc: Exception) -> Failed:
+    """``exc`` as this segment's failure: a bug or an engine crash counts as an encode failure."""
+    if isinstance(exc, ScrubProxyError):
+        return Failed(exc.exit_code, exc.path or Path(source), exc.reason)
+    return Failed(4, Path(source), f"encoder error: {type(exc).__name__}: {exc}")
 
 
 def encode_segment(
@@ -92,26 +102,57 @@ def encode_segment(
 
     try:
         return Done(ProxyCache(root).ensure(source, session, settings, progress=report))
-    except ScrubProxyError as exc:
-        return Failed(exc.exit_code, exc.path or Path(source), exc.reason)
-    except Exception as exc:  # a bug or an engine crash: reported as this segment's failure
-        return Failed(4, Path(source), f"encoder error: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        return _failure(source, exc)
 
 
-def _encode_child(
-    root: str, source: str, session: str | None, settings: ProxySettings, conn: multiprocessing.connection.Connection
-) -> None:
-    """Child process body: send :class:`Progress` messages, then one outcome."""
+def follow_segment(
+    root: str,
+    source: str,
+    session: str | None,
+    settings: ProxySettings,
+    is_done: Callable[[], bool],
+    progress: Callable[[Progress], None],
+    stop: threading.Event | None = None,
+) -> Done | Failed | Abandoned:
+    """Follow ``source`` while it is recorded into a live proxy in the cache at
+    ``root`` until ``is_done()`` (the watcher's word that it is complete); the
+    outcome is returned, not raised. ``progress`` gets the frames published so far
+    at each publish (about twice a second). A file truncated, replaced or deleted
+    meanwhile is :class:`Abandoned` (its live proxy deleted)."""
+    started = time.monotonic()
+
+    def published(count: int) -> None:
+        progress(Progress(count, None, count / max(time.monotonic() - started, 1e-6)))
+
+    try:
+        return Done(ProxyCache(root).follow(source, session, settings, is_done=is_done, stop=stop, on_publish=published))
+    except SourceChangedError as exc:
+        return Abandoned(exc.reason)
+    except Exception as exc:
+        return _failure(source, exc)
+
+
+def _run_child(conn: multiprocessing.connection.Connection, work: Callable[[], Outcome], stop: threading.Event | None = None) -> None:
+    """Child process body: ``work()`` sends its progress on ``conn``, then its
+    outcome is sent. SIGTERM/SIGINT stop it (``KeyboardInterrupt``; ``stop`` is set
+    too, for the threads that read the source)."""
     _die_with_parent()
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+
+    def interrupt(signum: int, frame: object) -> None:
+        if stop is not None:
+            stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     with contextlib.suppress(OSError):
         os.nice(ENCODER_NICE)
     outcome: Outcome
     try:
         try:
-            outcome = encode_segment(root, source, session, settings, conn.send)
-        finally:  # the encode cleaned up after itself; from here on a signal just ends the process
+            outcome = work()
+        finally:  # the work cleaned up after itself; from here on a signal just ends the process
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
     except KeyboardInterrupt:
@@ -119,6 +160,38 @@ def _encode_child(
     with contextlib.suppress(OSError):
         conn.send(outcome)
     conn.close()
+
+
+def _encode_child(
+    root: str, source: str, session: str | None, settings: ProxySettings, conn: multiprocessing.connection.Connection
+) -> None:
+    _run_child(conn, lambda: encode_segment(root, source, session, settings, conn.send))
+
+
+def _follow_child(
+    root: str,
+    source: str,
+    session: str | None,
+    settings: ProxySettings,
+    told: multiprocessing.connection.Connection,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    """A follow whose end of recording is the watcher's word on ``told``. The
+    watcher gone (``told`` at its end) is no such word: the follow is stopped, its
+    live proxy deleted, never finished as if the recording were."""
+    stop = threading.Event()
+    complete = False
+
+    def is_done() -> bool:
+        nonlocal complete
+        if not complete and not stop.is_set() and told.poll():
+            try:
+                complete = bool(told.recv())
+            except (EOFError, OSError):
+                os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread: a clean stop
+        return complete
+
+    _run_child(conn, lambda: follow_segment(root, source, session, settings, is_done, conn.send, stop), stop)
 
 
 class Encode:
@@ -177,16 +250,55 @@ class Encode:
         return self._outcome
 
 
-def start_encode(cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings) -> Encode:
-    """Start one encode of ``source`` in a niced child process."""
+class Follow(Encode):
+    """One running child follow: an :class:`Encode` that is also told when its segment is complete."""
+
+    def __init__(
+        self, source: Path, process: Any, conn: multiprocessing.connection.Connection, told: multiprocessing.connection.Connection
+    ) -> None:
+        super().__init__(source, process, conn)
+        self._told = told
+        self.told_complete = False
+
+    def complete(self) -> None:
+        """The watcher's detector says the recording is complete: the follow reads to the end and finishes."""
+        if not self.told_complete:
+            self.told_complete = True
+            with contextlib.suppress(OSError):
+                self._told.send(True)
+
+    def close(self, grace: float = 5.0) -> Outcome:
+        outcome = super().close(grace)
+        with contextlib.suppress(OSError):
+            self._told.close()
+        return outcome
+
+
+def _start_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -> tuple[Any, multiprocessing.connection.Connection]:
+    """Start ``target(*args, conn)`` in a child process; returns it and the parent's end of ``conn``."""
     ctx = _mp_context()
     parent_end, child_end = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_encode_child, args=(str(cache.root), str(source), session, settings, child_end), daemon=True, name=f"encode {source.name}"
-    )
+    process = ctx.Process(target=target, args=(*args, child_end), daemon=True, name=name)
     process.start()
     child_end.close()
-    return Encode(source, process, parent_end)
+    return process, parent_end
+
+
+def start_encode(cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings) -> Encode:
+    """Start one encode of ``source`` in a niced child process."""
+    process, conn = _start_child(_encode_child, (str(cache.root), str(source), session, settings), f"encode {source.name}")
+    return Encode(source, process, conn)
+
+
+def start_follow(cache: ProxyCache, source: Path, session: str | None, settings: ProxySettings) -> Follow:
+    """Start following ``source`` while it is recorded, in a niced child process;
+    it ends once told (:meth:`Follow.complete`) and has read every byte."""
+    told_read, told = _mp_context().Pipe(duplex=False)
+    try:
+        process, conn = _start_child(_follow_child, (str(cache.root), str(source), session, settings, told_read), f"follow {source.name}")
+    finally:
+        told_read.close()
+    return Follow(source, process, conn, told)
 
 
 def wait_any(encodes: Iterable[Encode], timeout: float) -> None:
