@@ -109,7 +109,8 @@ class SessionTimeline:
 
     def _list(self) -> list[Path]:
         """The proxies of the session's valid and live segments, in recording order."""
-        entries = [e for e in self.cache.entries(self.session) if e.state in ("valid", "live") and e.source is not None and e.proxy_path is not None]
+        listed = self.cache.entries(self.session)
+        entries = [e for e in listed if e.state in ("valid", "live") and e.source is not None and e.proxy_path is not None]
         entries.sort(key=lambda e: recording_order(e.source))
         return [e.proxy_path for e in entries]
 

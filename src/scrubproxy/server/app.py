@@ -62,9 +62,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audio import segment_sound, source_audio
 from ..errors import ScrubProxyError
+from ..livetimeline import SessionTimeline
 from ..original import encode_still, original_rgb
 from ..thumbs import ThumbSpec
-from ..livetimeline import SessionTimeline
 from ..timeline import Segment, Timeline
 from .thumbstore import ThumbStore
 from .tokengate import TokenGate
@@ -285,7 +285,8 @@ class SegmentFacts:
             facts = self._known.get(key)
         if facts is None:
             wall_start, wall_start_from = recording_start(seg.source, seg.duration)
-            facts = {"wall_start": wall_start, "wall_start_from": wall_start_from, "audio": not seg.live and source_audio(seg.source) is not None}
+            audio = not seg.live and source_audio(seg.source) is not None
+            facts = {"wall_start": wall_start, "wall_start_from": wall_start_from, "audio": audio}
             with self._lock:
                 self._known[key] = facts
         return facts
