@@ -16,11 +16,15 @@ _URL = re.compile(r"open (http://\S+?/)")
 
 
 @contextmanager
-def serving(*args: str | Path, cache_dir: Path, timeout: float = 120) -> Iterator[str]:
-    """Start ``scrubproxy serve ARGS --port 0``; yield its base URL; stop it (really) on exit."""
+def serving(
+    *args: str | Path, cache_dir: Path, timeout: float = 120, command: str = "serve", stopped: list[int] | None = None
+) -> Iterator[str]:
+    """Start ``scrubproxy serve ARGS --port 0`` (or ``COMMAND ARGS --port 0``, such as
+    ``watch ... --serve``); yield its base URL; stop it (really) on exit. ``stopped``
+    gets its exit status when SIGTERM alone stopped it within 10 s."""
     env = {**os.environ, "SCRUBPROXY_CACHE_DIR": str(cache_dir)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scrubproxy", "serve", *map(str, args), "--port", "0"],
+        [sys.executable, "-m", "scrubproxy", command, *map(str, args), "--port", "0"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -51,7 +55,9 @@ def serving(*args: str | Path, cache_dir: Path, timeout: float = 120) -> Iterato
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            code = proc.wait(10)
+            if stopped is not None:
+                stopped.append(code)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

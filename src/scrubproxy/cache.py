@@ -115,7 +115,7 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
         return None
 
 
-def _natural_key(path: Path) -> tuple[list[object], str]:
+def recording_order(path: Path) -> tuple[list[object], str]:
     """Recording order: by file name with digit runs compared as numbers (seg-2
     before seg-10), then by the full path."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], str(path)
@@ -271,7 +271,7 @@ class ProxyCache:
         }
         if not sources:
             raise BadInputError(sdir, f"session has no valid proxies (make them with: scrubproxy proxy SRC... --session {session})")
-        return sorted(sources, key=_natural_key)
+        return sorted(sources, key=recording_order)
 
     @staticmethod
     def _settings_of(sdir: Path, key: str) -> dict[str, Any] | None:

@@ -5,8 +5,11 @@ frame numbers run through the segments in recording order, and timeline
 (source) time is a segment's own source time plus the durations of the
 segments before it (recorders leave no gaps we could measure, so none are
 invented). Every lookup goes through the frame maps, never ``k / fps``.
-Read-only after construction and safe to share between threads. The HTTP
-server serves it; :mod:`scrubproxy.edl` lays it out for mpv.
+Read-only after construction and safe to share between threads: a timeline
+is a snapshot of its readers' lengths, so a live reader that grows afterwards
+(``ProxyReader.refresh``) does not change it; :mod:`scrubproxy.livetimeline`
+makes the next snapshot. The HTTP server serves it; :mod:`scrubproxy.edl`
+lays it out for mpv.
 """
 
 from __future__ import annotations
@@ -25,20 +28,17 @@ from .reader import ProxyReader
 @dataclass(frozen=True)
 class Segment:
     """One proxy on the timeline: global frames ``first`` to ``first + frames - 1``,
-    starting at timeline time ``source_offset``."""
+    starting at timeline time ``source_offset``. ``frames``, ``duration`` and
+    ``live`` are as the reader was when the timeline was made (a live reader
+    may have grown since)."""
 
     index: int
     reader: ProxyReader
     first: int
     source_offset: float
-
-    @property
-    def frames(self) -> int:
-        return len(self.reader)
-
-    @property
-    def duration(self) -> float:
-        return self.reader.metadata.duration
+    frames: int
+    duration: float
+    live: bool
 
     @property
     def source(self) -> Path | None:
@@ -64,25 +64,34 @@ class Timeline:
 
     ``Timeline(readers)`` leaves the readers to their owner;
     ``Timeline.open(proxy_paths)`` opens them and closes them with itself.
+    No readers make an empty timeline (0 frames): a session whose recording
+    has not given a frame yet.
     """
 
     def __init__(self, readers: Sequence[ProxyReader], owns_readers: bool = False) -> None:
-        if not readers:
-            raise ValueError("a timeline needs at least one proxy")
         self.readers = list(readers)
         self._owns_readers = owns_readers
         self.segments: list[Segment] = []
         first, offset = 0, 0.0
         for i, reader in enumerate(self.readers):
-            self.segments.append(Segment(i, reader, first, offset))
-            first += len(reader)
-            offset += reader.metadata.duration
+            frames, duration = len(reader), reader.metadata.duration  # one moment: the reader may grow meanwhile
+            self.segments.append(Segment(i, reader, first, offset, frames, duration, reader.live))
+            first += frames
+            offset += duration
         self.frames = first
         self.duration = offset
         self._firsts = np.array([s.first for s in self.segments])
         self._offsets = np.array([s.source_offset for s in self.segments])
-        #: Changes whenever any proxy is rebuilt or the segments change: a cache-busting version.
-        self.version = hashlib.sha256("".join(s.build_id for s in self.segments).encode()).hexdigest()[:16]
+        #: The segments' builds in order: a segment that grows keeps its build id.
+        self.build_ids = tuple(s.build_id for s in self.segments)
+        #: Changes whenever any proxy is rebuilt or the segments change (not when a live one grows):
+        #: a cache-busting version under which a global frame number always names the same frame.
+        self.version = hashlib.sha256("".join(self.build_ids).encode()).hexdigest()[:16]
+
+    @property
+    def live(self) -> bool:
+        """Is a segment still being recorded (the timeline may grow at its end)?"""
+        return any(s.live for s in self.segments)
 
     @classmethod
     def open(cls, proxy_paths: Sequence[str | Path]) -> "Timeline":
@@ -121,9 +130,11 @@ class Timeline:
     def index_at(self, t: float) -> int:
         """The global frame on screen at timeline time ``t`` (the last one whose time <= t;
         the first frame before the start, the last one after the end)."""
+        if not self.frames:
+            raise IndexError("the timeline has no frames yet")
         i = max(int(np.searchsorted(self._offsets, t, side="right")) - 1, 0)
         seg = self.segments[i]
-        return seg.first + seg.reader.index_at(t - seg.source_offset)
+        return seg.first + min(seg.reader.index_at(t - seg.source_offset), seg.frames - 1)
 
     def describe(self) -> dict[str, Any]:
         """The timeline as JSON-ready data (names, counts, ranges, times; no paths)."""
@@ -131,10 +142,13 @@ class Timeline:
             "version": self.version,
             "frames": self.frames,
             "duration": self.duration,
+            "live": self.live,
             "segments": [
                 {
                     "index": s.index,
                     "name": s.name,
+                    "build": s.build_id[:16],
+                    "live": s.live,
                     "frames": s.frames,
                     "first_frame": s.first,
                     "last_frame": s.first + s.frames - 1,

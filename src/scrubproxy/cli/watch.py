@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,11 +21,13 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from ..livetimeline import SessionTimeline
 from ..settings import ProxySettings
 from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus
 from ..watch.budget import parse_size
 from ..watch.workers import OnCluster, Runner
 from .common import DEFAULT_JOBS, CliState, ClusterChoice, Jobs, Session, command, stderr
+from .serve import Host, OpenBrowser, Port, Token, bind, check_access, http_server
 
 
 def _status_line(s: WatchStatus) -> Text:
@@ -71,6 +74,11 @@ def watch(
     no_follow: Annotated[
         bool, typer.Option("--no-follow", help="Do not follow segments while they are recorded: proxy each one once complete.")
     ] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="Also serve the session's frames and the scrubber page, as scrubproxy serve --session does.")] = False,
+    host: Host = "127.0.0.1",
+    port: Port = 8765,
+    token: Token = None,
+    open_browser: OpenBrowser = False,
 ) -> None:
     """Watch FOLDER... and make a proxy of each segment once its writer has finished it, newest first.
 
@@ -86,8 +94,16 @@ def watch(
 
     With --scheduler, complete segments go to a Dask cluster's workers as soon as
     they are complete, the newest with the highest priority (--jobs does not apply).
+
+    With --serve, the same process serves the session over HTTP while it is
+    recorded (--host, --port, --token and --open as for scrubproxy serve);
+    Ctrl-C or SIGTERM stop both.
     """
+    if serve:
+        check_access(host, token)
     with contextlib.ExitStack() as stack:
+        if serve:
+            stack.enter_context(_serving(cli, session, host, port, token, open_browser))
         runner: Optional[Runner] = None
         where = f"jobs {jobs}"
         if cluster is not None:
@@ -107,6 +123,24 @@ def watch(
             follow=not no_follow,
         )
         _serve(watcher, once, cli.debug, where)
+
+
+@contextlib.contextmanager
+def _serving(cli: CliState, session: Optional[str], host: str, port: int, token: Optional[str], open_browser: bool):
+    """The session's HTTP server in a thread for as long as the block runs (the watcher's)."""
+    sock = bind(host, port)
+    try:
+        with SessionTimeline(cli.cache(), session) as timeline:
+            server = http_server(timeline, sock, host, token, open_browser)
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="scrubproxy-serve", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                server.should_exit = True
+                thread.join(10)
+    finally:
+        sock.close()
 
 
 def _serve(watcher: SegmentWatcher, once: bool, debug: bool, where: str) -> None:

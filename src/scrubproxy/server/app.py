@@ -18,6 +18,14 @@ place on the timeline)::
 
 ``?v=VERSION`` on a frame URL (the page adds the version from /api/timeline)
 gets a 409 once the timeline is another one, instead of a frame of it.
+
+A session still being recorded (a :class:`SessionTimeline`) is served as it
+grows: /api/timeline looks at the session again when the last look is a
+quarter of a second old (never a frame request: they use the latest look),
+marks each segment ``live`` while recorded, and keeps the version while the
+timeline only grows at its end; a version seen earlier stays good while its
+segments are a prefix of today's (its frame numbers still name the same
+frames). A live segment has no thumbnails or sound until it has ended.
 Frame responses carry ``X-Frame``, ``X-Segment``, ``X-Source-Frame``,
 ``X-Source-Time`` and ``X-Timeline-Time`` headers and an ETag from the proxy's
 build id (a rebuilt proxy changes it); ``/frames/{k}.jpg`` and originals may
@@ -41,6 +49,7 @@ import threading
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 import anyio
@@ -53,6 +62,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..audio import segment_sound, source_audio
 from ..errors import ScrubProxyError
+from ..livetimeline import SessionTimeline
 from ..original import encode_still, original_rgb
 from ..thumbs import ThumbSpec
 from ..timeline import Segment, Timeline
@@ -129,31 +139,58 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-class Frames:
-    """Frame lookups and the headers that describe a frame, shared by both frame routes."""
+class Timelines(Protocol):
+    """Where the served timeline comes from: ``current`` (the latest snapshot),
+    ``update()`` (a newer one when due) and ``accepts(version)``."""
+
+    current: Timeline
+
+    def update(self) -> Timeline: ...
+
+    def accepts(self, version: str) -> bool: ...
+
+
+class FixedTimeline:
+    """A timeline that never changes, as :class:`Timelines`."""
 
     def __init__(self, timeline: Timeline) -> None:
-        self.timeline = timeline
+        self.current = timeline
+
+    def update(self) -> Timeline:
+        return self.current
+
+    def accepts(self, version: str) -> bool:
+        return version == self.current.version
+
+
+class Frames:
+    """Frame lookups and the headers that describe a frame, shared by both frame routes.
+    Each request takes one snapshot (``timelines.current``) and asks it everything."""
+
+    def __init__(self, timelines: Timelines) -> None:
+        self.timelines = timelines
 
     def check_version(self, v: str | None) -> None:
-        """``?v=`` (the page sends the timeline version it drew) must still be this timeline's."""
-        if v is not None and v != self.timeline.version:
+        """``?v=`` (the page sends the timeline version it drew) must still name the same frames."""
+        if v is not None and not self.timelines.accepts(v):
             raise HTTPError(409, "the timeline changed since this page loaded it: reload the page")
 
-    def locate(self, k: int) -> tuple[Segment, int]:
+    @staticmethod
+    def locate(timeline: Timeline, k: int) -> tuple[Segment, int]:
         try:
-            return self.timeline.locate(k)
+            return timeline.locate(k)
         except IndexError as exc:
             raise HTTPError(404, f"no such frame: {exc}") from None
 
-    def at(self, t: float) -> int:
-        if not math.isfinite(t) or not 0 <= t <= self.timeline.duration:
-            raise HTTPError(404, f"no such frame: time {t} is outside the timeline (0 to {self.timeline.duration:.6f} s)")
-        return self.timeline.index_at(t)
+    @staticmethod
+    def at(timeline: Timeline, t: float) -> int:
+        if not timeline.frames or not math.isfinite(t) or not 0 <= t <= timeline.duration:
+            raise HTTPError(404, f"no such frame: time {t} is outside the timeline (0 to {timeline.duration:.6f} s)")
+        return timeline.index_at(t)
 
-    def headers(self, k: int, kind: str) -> tuple[str, dict[str, str]]:
-        """(ETag, response headers) of global frame ``k`` served as ``kind`` (proxy, jpg, png)."""
-        seg, local = self.locate(k)
+    def headers(self, timeline: Timeline, k: int, kind: str) -> tuple[str, dict[str, str]]:
+        """(ETag, response headers) of global frame ``k`` of ``timeline`` served as ``kind`` (proxy, jpg, png)."""
+        seg, local = self.locate(timeline, k)
         source_time = seg.reader.time_of(local)
         etag = f'"{seg.build_id[:16]}-{local}-{kind}"'
         return etag, {
@@ -195,19 +232,20 @@ class FrameRoute:
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPError(405, "method not allowed")
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
+        timeline = self.frames.timelines.current
         self.frames.check_version(query.get("v"))
         name = scope["path"][len("/frames/") :]
         if name == "at.jpg":
-            k = self.frames.at(parse_time(query.get("t")))
+            k = self.frames.at(timeline, parse_time(query.get("t")))
         else:
             k, _ = parse_frame_name(name, ("jpg",))
-        etag, headers = self.frames.headers(k, "proxy")
+        etag, headers = self.frames.headers(timeline, k, "proxy")
         if name == "at.jpg":  # which frame a time names may change with the timeline: revalidate
             headers["cache-control"] = "no-cache"
         if_none_match = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"if-none-match"), None)
         if etag_matches(if_none_match, etag):
             return 304, headers, b""
-        seg, local = self.frames.locate(k)
+        seg, local = self.frames.locate(timeline, k)
         body = seg.reader.jpeg(local)
         headers["content-type"] = "image/jpeg"
         headers["content-length"] = str(len(body))
@@ -231,51 +269,77 @@ def _page_file(name: str) -> bytes:
     return resources.files("scrubproxy.server").joinpath("web", name).read_bytes()
 
 
-def describe_timeline(timeline: Timeline) -> dict:
-    """/api/timeline: the timeline, each segment with its wall-clock start where
-    one is known and whether it has sound (its source's header says)."""
-    data = timeline.describe()
-    for seg, d in zip(timeline.segments, data["segments"]):
-        d["wall_start"], d["wall_start_from"] = recording_start(seg.source, seg.duration)
-        d["audio"] = source_audio(seg.source) is not None
-    return data
+class SegmentFacts:
+    """What /api/timeline says of a segment beyond its frames: its wall-clock
+    start where one is known and whether it has sound (its source's header
+    says; a live segment has none yet). Found once per build (and again when
+    it ends): the timeline is described several times a second while it grows."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, bool], dict] = {}
+        self._lock = threading.Lock()
+
+    def of(self, seg: Segment) -> dict:
+        key = (seg.build_id, seg.live)
+        with self._lock:
+            facts = self._known.get(key)
+        if facts is None:
+            wall_start, wall_start_from = recording_start(seg.source, seg.duration)
+            audio = not seg.live and source_audio(seg.source) is not None
+            facts = {"wall_start": wall_start, "wall_start_from": wall_start_from, "audio": audio}
+            with self._lock:
+                self._known[key] = facts
+        return facts
+
+    def describe(self, timeline: Timeline) -> dict:
+        """/api/timeline: ``timeline.describe()`` with each segment's facts."""
+        data = timeline.describe()
+        for seg, d in zip(timeline.segments, data["segments"]):
+            d.update(self.of(seg))
+        return data
 
 
-def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec | None = None) -> ASGIApp:
-    """The ASGI app serving ``timeline``; with ``token``, every request must carry it.
+def create_app(timeline: Timeline | SessionTimeline, token: str | None = None, thumbs: ThumbSpec | None = None) -> ASGIApp:
+    """The ASGI app serving ``timeline`` (a session's that grows while recorded,
+    or a fixed one); with ``token``, every request must carry it.
     ``thumbs``: how thumbnail sheets are cut (made on first request, kept in the cache).
 
     The app never closes ``timeline``: its owner does, after the server stops.
     """
-    frames = Frames(timeline)
+    timelines: Timelines = FixedTimeline(timeline) if isinstance(timeline, Timeline) else timeline
+    frames = Frames(timelines)
     page = {name: _page_file(name) for name in _PAGE_FILES}
     original_slots = anyio.CapacityLimiter(ORIGINAL_DECODES)
     sound_slots = anyio.CapacityLimiter(SOUND_CUTS)
-    sound_locks = [threading.Lock() for _ in timeline.segments]  # one cut per segment at a time
-    store = ThumbStore(timeline, thumbs)
-    described = describe_timeline(timeline)
+    sound_locks: dict[str, threading.Lock] = {}  # by build: one cut per segment at a time
+    store = ThumbStore(thumbs)
+    facts = SegmentFacts()
 
-    def segment_number(raw: str, suffix: str = "") -> int:
+    def segment(raw: str, suffix: str = "") -> Segment:
+        """The segment a path part names, on the latest snapshot (404 when none)."""
         i = parse_number(raw, "segment", suffix)
-        if i >= len(timeline.segments):
-            raise HTTPError(404, f"no such segment: {i} (the timeline has 0 to {len(timeline.segments) - 1})")
-        return i
+        segments = timelines.current.segments
+        if i >= len(segments):
+            raise HTTPError(404, f"no such segment: {i} (the timeline has 0 to {len(segments) - 1})")
+        return segments[i]
 
     async def segment_times(request: Request) -> Response:
         frames.check_version(request.query_params.get("v"))
-        seg = timeline.segments[segment_number(request.path_params["segment"])]
-        body = seg.reader.frame_map.times.astype("<f8").tobytes()
+        seg = segment(request.path_params["segment"])
+        body = seg.reader.frame_map.times[: seg.frames].astype("<f8").tobytes()
         return Response(body, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
 
     async def thumbs_json(request: Request) -> Response:
         frames.check_version(request.query_params.get("v"))
-        return JSONResponse(await anyio.to_thread.run_sync(store.describe), headers={"Cache-Control": "no-cache"})
+        return JSONResponse(await anyio.to_thread.run_sync(store.describe, timelines.current), headers={"Cache-Control": "no-cache"})
 
     async def thumb_sheet(request: Request) -> Response:
         frames.check_version(request.query_params.get("v"))
-        i = segment_number(request.path_params["segment"])
+        seg = segment(request.path_params["segment"])
         n = parse_number(request.path_params["name"], "sheet", ".jpg")
-        sheets = await anyio.to_thread.run_sync(store.segment, i)
+        sheets = await anyio.to_thread.run_sync(store.segment, seg)
+        if sheets is None:
+            raise HTTPError(404, f"segment {seg.index} is still being recorded: its thumbnails come when it ends")
         try:
             body = sheets.sheet(n)
         except IndexError as exc:
@@ -283,16 +347,17 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
         return Response(body, media_type="image/jpeg", headers={"Cache-Control": "no-cache", "etag": f'"{sheets.build_id[:16]}-{n}-sheet"'})
 
     async def thumbs_vtt(request: Request) -> Response:
-        text = await anyio.to_thread.run_sync(store.vtt, timeline.version)
+        text = await anyio.to_thread.run_sync(store.vtt, timelines.current)
         return Response(text, media_type="text/vtt; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     async def original_frame(request: Request) -> Response:
+        current = timelines.current
         frames.check_version(request.query_params.get("v"))
         k, fmt = parse_frame_name(request.path_params["name"], ("jpg", "png"))
-        etag, headers = frames.headers(k, fmt)
+        etag, headers = frames.headers(current, k, fmt)
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        seg, local = frames.locate(k)
+        seg, local = frames.locate(current, k)
         meta = seg.reader.metadata
         if meta.source_path is None:
             raise HTTPError(404, f"segment {seg.index} does not record its source")
@@ -309,13 +374,14 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
 
     async def sound(request: Request) -> Response:
         frames.check_version(request.query_params.get("v"))
-        i = segment_number(request.path_params["name"], ".webm")
-        if not described["segments"][i]["audio"]:
-            raise HTTPError(404, f"segment {i} has no sound")
-        seg = timeline.segments[i]
+        seg = segment(request.path_params["name"], ".webm")
+        i = seg.index
+        if not facts.of(seg)["audio"]:
+            raise HTTPError(404, f"segment {i} has no sound" + (" yet: it is still being recorded" if seg.live else ""))
+        lock = sound_locks.setdefault(seg.build_id, threading.Lock())
 
         def work() -> Path | None:
-            with sound_locks[i]:
+            with lock:
                 return segment_sound(seg.reader)
 
         try:
@@ -328,7 +394,7 @@ def create_app(timeline: Timeline, token: str | None = None, thumbs: ThumbSpec |
         return FileResponse(path, media_type="audio/webm", headers={"Cache-Control": "no-cache"})
 
     async def timeline_json(request: Request) -> Response:
-        return JSONResponse(described, headers={"Cache-Control": "no-cache"})
+        return JSONResponse(facts.describe(timelines.update()), headers={"Cache-Control": "no-cache"})
 
     async def page_file(request: Request) -> Response:
         name = {"": "index.html", "favicon.ico": "favicon.svg"}.get(request.url.path.lstrip("/"), request.url.path.lstrip("/"))

@@ -6,42 +6,56 @@ import threading
 from typing import Any
 
 from ..thumbs import ThumbSheets, ThumbSpec, open_thumbs
-from ..timeline import Timeline
+from ..timeline import Segment, Timeline
 from ..trickplay import Part, vtt_text
 
 
 class ThumbStore:
-    """Sheets of every segment of ``timeline``; a segment's are made (or loaded) when first asked for."""
+    """Sheets of the segments of whichever timeline is asked about, kept by build:
+    a segment's are made (or loaded) when first asked for. A live segment has
+    none until it has ended (sheets of part of it would stand for all of it)."""
 
-    def __init__(self, timeline: Timeline, spec: ThumbSpec | None = None) -> None:
-        self.timeline = timeline
+    def __init__(self, spec: ThumbSpec | None = None) -> None:
         self.spec = spec or ThumbSpec()
-        self._sheets: dict[int, ThumbSheets] = {}
+        self._sheets: dict[str, ThumbSheets] = {}
         self._lock = threading.Lock()
 
-    def segment(self, i: int) -> ThumbSheets:
-        """The sheets of segment ``i`` (IndexError when there is no such segment)."""
-        if not 0 <= i < len(self.timeline.segments):
-            raise IndexError(f"no segment {i}: the timeline has segments 0 to {len(self.timeline.segments) - 1}")
+    def segment(self, seg: Segment) -> ThumbSheets | None:
+        """The sheets of ``seg``; None unless the timeline holds all of it (it is still live)."""
+        if not seg.reader.frame_map.complete or seg.frames != len(seg.reader):
+            return None
         with self._lock:
-            if i not in self._sheets:
-                self._sheets[i] = open_thumbs(self.timeline.segments[i].reader, self.spec)
-            return self._sheets[i]
+            if seg.build_id not in self._sheets:
+                self._sheets[seg.build_id] = open_thumbs(seg.reader, self.spec)
+            return self._sheets[seg.build_id]
 
-    def parts(self) -> list[Part]:
-        return [Part(self.segment(s.index), s.reader.frame_map.times, s.source_offset) for s in self.timeline.segments]
+    def parts(self, timeline: Timeline) -> list[tuple[int, Part]]:
+        """(segment index, its part of the track) of every segment that has sheets."""
+        found = []
+        for s in timeline.segments:
+            sheets = self.segment(s)
+            if sheets is not None:
+                found.append((s.index, Part(sheets, s.reader.frame_map.times, s.source_offset)))
+        return found
 
-    def describe(self) -> dict[str, Any]:
-        """Tile size and layout, and per segment the global frame of each tile."""
+    def describe(self, timeline: Timeline) -> dict[str, Any]:
+        """Tile size and layout, and per segment the global frame of each tile (none for a live one)."""
         segments = []
-        for s in self.timeline.segments:
-            d = self.segment(s.index).describe()
+        layout = {"interval": self.spec.interval, "cols": self.spec.cols, "rows": self.spec.rows}
+        for s in timeline.segments:
+            sheets = self.segment(s)
+            if sheets is None:
+                segments.append({"index": s.index, "sheets": 0, "frames": []})
+                continue
+            d = sheets.describe()
             segments.append({"index": s.index, "sheets": d.pop("sheets"), "frames": [s.first + k for k in d.pop("frames")]})
-        return {**d, "segments": segments}
+            layout = d
+        return {**layout, "segments": segments}
 
-    def vtt(self, version: str) -> str:
+    def vtt(self, timeline: Timeline) -> str:
         """The whole timeline as one WebVTT thumbnail track, sheets addressed by segment."""
-        return vtt_text(self.parts(), lambda seg, n: f"/thumbs/{seg}/{n}.jpg?v={version}")
+        found = self.parts(timeline)
+        return vtt_text([p for _, p in found], lambda part, n: f"/thumbs/{found[part][0]}/{n}.jpg?v={timeline.version}")
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,15 @@
 // plays only at 1x forward: each segment's own <audio> (/audio/{i}.webm, its
 // time 0 at the segment's start) follows the playback clock; paused, stepping,
 // shuttling at other speeds or in reverse, the page is silent.
+//
+// A recording still being made grows: while a segment is live (or none has a
+// frame yet) the page polls /api/timeline every LIVE_POLL_MS (a plain poll:
+// the server looks at the session at most every 0.25 s, so polls are cheap).
+// Growth at the end keeps every frame number and every kept frame; the LIVE
+// control (and End) keeps the newest frame on screen as it grows; otherwise
+// the picture stays where the person left it while the bar grows. A timeline
+// that changed in another way (a segment in the middle, a rebuilt proxy, a
+// dropped live one) starts afresh.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -31,7 +40,7 @@ const PREFETCH_REQUESTS = 4; // at once, while no wish waits
 const SHEETS_KEPT = 12; // decoded thumbnail sheets
 const TOLERANCE = 1e-6; // as the frame map's index_at
 const SPEEDS = 8; // J/L top speed
-const LIVE_POLL_MS = 5000;
+const LIVE_POLL_MS = 500;
 const HALF_REFRESH_MS = 1000 / 120;
 const PREROLL = 8; // frames kept before playback starts its clock
 const PREROLL_MS = 400; // or this long waited for them
@@ -51,6 +60,9 @@ let clock = null; // {t, at}: timeline time t at performance.now() at
 let raf = 0;
 let kHeld = false;
 let prefetching = 0;
+let epoch = 0; // counts the timeline changes that renumber frames: what was fetched before is dropped
+let following = false; // LIVE: the newest frame stays on screen as the recording grows
+let thumbsFor = null; // the segments /api/thumbs was last read for (their builds, live ones left out)
 
 const frames = new Map(); // global frame -> ImageBitmap
 const loading = new Map(); // global frame -> Promise
@@ -153,6 +165,7 @@ function load(g, signal) {
   // the decoded frame g, fetched once however many ask for it
   if (loading.has(g)) return loading.get(g);
   const version = timeline.version;
+  const since = epoch;
   const job = (async () => {
     const res = await fetch(`/frames/${g}.jpg?v=${version}`, { signal });
     if (res.status === 409) {
@@ -165,7 +178,7 @@ function load(g, signal) {
     }
     if (Number(res.headers.get("X-Frame")) !== g) throw new Error(`asked for frame ${g}, got ${res.headers.get("X-Frame")}`);
     const bitmap = await createImageBitmap(await res.blob());
-    if (version === timeline.version) keep(g, bitmap);
+    if (since === epoch) keep(g, bitmap);
     else bitmap.close();
   })();
   loading.set(g, job);
@@ -248,7 +261,7 @@ function settle() {
 
 // -- wishes: the frame to show ------------------------------------------------------
 function goTo(g, { play = false } = {}) {
-  if (!timeline) return;
+  if (!timeline || !timeline.frames) return;
   g = clamp(Math.round(g), 0, lastFrame());
   const from = wish ?? shown;
   if (from !== null && g !== from) direction = Math.sign(g - from);
@@ -468,9 +481,10 @@ function dropSounds() {
 // -- thumbnails: preview, filmstrip, stand-ins while frames come ------------------------
 function tileOf(g) {
   // (segment, tile index) of the tile standing for frame g: the last tile at or before it
+  // (null in a segment without tiles: one still being recorded)
   const seg = segmentOf(g);
-  const list = thumbs.segments[seg.index].frames;
-  return { seg: seg.index, i: Math.max(lastLE(list, g), 0) };
+  const list = thumbs.segments[seg.index]?.frames ?? [];
+  return list.length ? { seg: seg.index, i: Math.max(lastLE(list, g), 0) } : null;
 }
 
 function tilePlace(i) {
@@ -502,7 +516,7 @@ function loadSheet(seg, n) {
 }
 
 function showNearestThumbnail(g) {
-  if (!thumbs) return;
+  if (!thumbs || !tileOf(g)) return;
   const { seg, i } = tileOf(g);
   const list = thumbs.segments[seg].frames;
   const best = i + 1 < list.length && list[i + 1] - g < g - list[i] ? i + 1 : i;
@@ -518,11 +532,17 @@ function showNearestThumbnail(g) {
 }
 
 function paintTile(el, g, height) {
-  const { seg, i } = tileOf(g);
-  const { n, x, y } = tilePlace(i);
   const scale = height / thumbs.tile_height;
   el.style.width = `${thumbs.tile_width * scale}px`;
   el.style.height = `${height}px`;
+  const tile = tileOf(g);
+  if (!tile) {
+    el.style.backgroundImage = "none"; // no tiles yet: a blank one that still leads to the frame
+    el.dataset.frame = String(g);
+    return g;
+  }
+  const { seg, i } = tile;
+  const { n, x, y } = tilePlace(i);
   el.style.backgroundImage = `url("${sheetUrl(seg, n)}")`;
   el.style.backgroundSize = `${thumbs.cols * thumbs.tile_width * scale}px auto`;
   el.style.backgroundPosition = `${-x * scale}px ${-y * scale}px`;
@@ -559,6 +579,7 @@ function drawFilmstrip() {
     el.title = `frame ${g} at ${clockText(timeOf(g))}`;
     el.addEventListener("click", () => {
       stop();
+      setLive(false);
       goTo(g);
     });
     strip.appendChild(el);
@@ -646,6 +667,7 @@ function drawTimeline() {
     const div = document.createElement("div");
     div.className = "segment";
     if (p.gap) div.classList.add("after-gap");
+    if (seg.live) div.classList.add("live");
     div.style.left = `${100 * p.x0}%`;
     div.style.width = `${100 * (p.x1 - p.x0)}%`;
     div.textContent = (p.x1 - p.x0) * width < seg.name.length * 7 ? short[i] : seg.name;
@@ -654,6 +676,8 @@ function drawTimeline() {
   });
   drawTicks(width);
   $("frame-count").textContent = String(timeline.frames);
+  $("live").hidden = !timeline.live;
+  timelineEl.dataset.frames = String(timeline.frames);
   timelineEl.setAttribute("aria-valuemax", String(timeline.frames - 1));
   drawFilmstrip();
 }
@@ -680,6 +704,7 @@ function seekToPointer(event) {
 timelineEl.addEventListener("pointerdown", (event) => {
   if (!timeline || event.button > 0) return;
   stop();
+  setLive(false);
   dragging = event.pointerId;
   stopPrefetch();
   timelineEl.setPointerCapture(event.pointerId);
@@ -712,7 +737,7 @@ const KEYS = {
   PageUp: () => stepSeconds(-10),
   PageDown: () => stepSeconds(10),
   Home: () => (stop(), goTo(0)),
-  End: () => (stop(), goTo(lastFrame())),
+  End: () => (stop(), setLive(timeline.live), goTo(lastFrame())),
   " ": () => setSpeed(speed === 0 ? 1 : 0),
   j: () => shuttle(-1),
   l: () => shuttle(1),
@@ -731,6 +756,7 @@ document.addEventListener("keydown", (event) => {
   if (event.target.closest && event.target.closest("button, a") && (key === " " || key === "Enter")) return; // a focused button's own key
   event.preventDefault();
   if (key === "k" && event.repeat) return;
+  if (key !== "End" && key !== "?") setLive(false); // the person took the picture elsewhere
   action(event.shiftKey);
 });
 document.addEventListener("keyup", (event) => {
@@ -739,9 +765,22 @@ document.addEventListener("keyup", (event) => {
 
 const BUTTONS = { "-1": () => stepFrames(-1), "+1": () => stepFrames(1), "-1s": () => stepSeconds(-1), "+1s": () => stepSeconds(1) };
 for (const button of document.querySelectorAll("button[data-step]")) {
-  button.addEventListener("click", () => timeline && BUTTONS[button.dataset.step]());
+  button.addEventListener("click", () => timeline && (setLive(false), BUTTONS[button.dataset.step]()));
 }
-$("play").addEventListener("click", () => timeline && setSpeed(speed === 0 ? 1 : 0));
+$("play").addEventListener("click", () => timeline && (setLive(false), setSpeed(speed === 0 ? 1 : 0)));
+
+// -- LIVE: the newest frame on screen while the recording grows ------------------------------
+function setLive(on) {
+  following = on;
+  $("live").setAttribute("aria-pressed", String(on));
+  document.body.dataset.live = String(on);
+}
+$("live").addEventListener("click", () => {
+  if (!timeline) return;
+  stop();
+  setLive(!following);
+  if (following) goTo(lastFrame());
+});
 
 function toggleHelp() {
   $("help").hidden = !$("help").hidden;
@@ -795,9 +834,11 @@ function fromHash() {
 }
 
 window.addEventListener("hashchange", () => {
+  if (!timeline || !timeline.frames) return;
   const g = fromHash();
   if (g !== shown) {
     stop();
+    setLive(false);
     goTo(g);
   }
 });
@@ -809,29 +850,46 @@ async function getJson(url) {
   return res.json();
 }
 
+function continues(old, next) {
+  // does next only add to old at its end (every frame number keeps its frame)?
+  return old.segments.every((s, i) => next.segments[i] && next.segments[i].build === s.build && next.segments[i].frames >= s.frames);
+}
+
 async function loadTimeline() {
   const next = await getJson("/api/timeline");
+  const same = timeline !== null && continues(timeline, next);
   const nextTimes = await Promise.all(
     next.segments.map(async (seg) => {
-      const old = timeline && timeline.version === next.version ? times[seg.index] : null;
+      const old = same ? times[seg.index] : null;
       if (old && old.length === seg.frames) return old;
       const res = await fetch(`/api/segments/${seg.index}/times?v=${next.version}`);
       if (!res.ok) throw new Error(`segment ${seg.index}: ${res.status}`);
       return new Float64Array(await res.arrayBuffer());
     }),
   );
-  if (timeline && timeline.version !== next.version) {
+  if (timeline && !same) {
+    epoch++;
     forget();
     dropSounds();
+    thumbsFor = null;
     say("the recording changed: showing the new timeline");
-  }
+  } else if (timeline && !timeline.frames && next.frames) say("");
   timeline = next;
   times = nextTimes;
+  if (!timeline.frames) {
+    say("waiting for the recording");
+    document.body.dataset.state = "waiting";
+  }
   drawTimeline();
-  loadThumbs();
+  const ended = timeline.segments.filter((s) => !s.live).map((s) => s.build).join(",");
+  if (ended !== thumbsFor) {
+    thumbsFor = ended; // thumbnails come with each segment's end: read them again only then
+    loadThumbs();
+  }
 }
 
 async function loadThumbs() {
+  if (!timeline.frames) return;
   try {
     thumbs = await getJson(`/api/thumbs?v=${timeline.version}`);
   } catch (err) {
@@ -846,7 +904,11 @@ async function loadThumbs() {
 let refreshing = null;
 function refreshTimeline() {
   refreshing ??= loadTimeline()
-    .then(() => shown !== null && goTo(Math.min(shown, lastFrame())))
+    .then(() => {
+      if (!timeline.frames) return;
+      if (following) goTo(lastFrame());
+      else goTo(shown === null ? fromHash() : Math.min(shown, lastFrame()));
+    })
     .catch((err) => say(`cannot reload the timeline: ${err.message || err}`, true))
     .finally(() => (refreshing = null));
   return refreshing;
@@ -868,8 +930,11 @@ async function start() {
     document.body.dataset.state = "error";
     return;
   }
-  goTo(fromHash());
-  setInterval(() => timeline.segments.some((s) => s.live) && refreshTimeline(), LIVE_POLL_MS);
+  // A recording being made opens on its newest frame, unless the link names one.
+  setLive((timeline.live || !timeline.frames) && !location.hash);
+  if (following) goTo(lastFrame());
+  else goTo(fromHash());
+  setInterval(() => (timeline.live || !timeline.frames) && refreshTimeline(), LIVE_POLL_MS);
 }
 
 start();
