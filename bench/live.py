@@ -142,6 +142,7 @@ def run_case(name: str, src: Path, fmt: str, seconds: float, work: Path) -> dict
     digests: dict[int, bytes] = {}
     wrong: list[int] = []
     cpu_samples: list[tuple[float, float]] = []
+    loads: list[tuple[float, float]] = []  # (wall time, 1-minute load average): the machine is shared
     reader: ProxyReader | None = None
     dropped = None
     recorder_done = None
@@ -151,6 +152,8 @@ def run_case(name: str, src: Path, fmt: str, seconds: float, work: Path) -> dict
         cpu = cpu_seconds(follower.pid)
         if cpu is not None and follower.poll() is None:
             cpu_samples.append((time.time(), cpu))
+        if not loads or time.time() - loads[-1][0] >= 5:
+            loads.append((time.time(), os.getloadavg()[0]))
         if reader is None and target.exists():
             live = cache.live_proxy(target, SESSION)
             if live is not None:
@@ -216,6 +219,8 @@ def run_case(name: str, src: Path, fmt: str, seconds: float, work: Path) -> dict
         "follower_cpu_s_total": (cpu_samples[-1][1] - cpu_start) if cpu_samples else None,
         "bursts": len({s for _, s in log}),
         "baseline_proxy": baseline,
+        "load": [(round(t - started, 1), v) for t, v in loads],
+        "lag_ms": [round(lag * 1000) for lag in lags],  # per frame, presentation order
     }
     for key, values in (("lag", lags), ("lag_first", early), ("lag_last", late), ("baseline", base)):
         if values:
@@ -253,7 +258,7 @@ def main() -> None:
     ap.add_argument("--formats", default="matroska,mpegts")
     args = ap.parse_args()
     src_seconds = int(min(60, math.ceil(args.seconds)))
-    cases = [(f"1080p30-{fmt}", source(1080, src_seconds), fmt, args.seconds) for fmt in args.formats.split(",")]
+    cases = [(f"1080p30-{fmt}", source(1080, src_seconds), fmt, args.seconds) for fmt in args.formats.split(",") if fmt]
     if args.uhd_seconds:
         cases.append(("2160p30-matroska", source(2160, int(min(60, math.ceil(args.uhd_seconds)))), "matroska", args.uhd_seconds))
     work = Path(tempfile.mkdtemp(prefix="scrubproxy-bench-live-"))
@@ -263,7 +268,7 @@ def main() -> None:
         for name, src, fmt, seconds in cases:
             print(f"{name}: {seconds:.0f} s at real time", file=sys.stderr, flush=True)
             results.append(run_case(name, src, fmt, seconds, work))
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "follower_err"}, default=str), file=sys.stderr, flush=True)
+            print(json.dumps({k: v for k, v in results[-1].items() if k not in ("follower_err", "lag_ms", "load")}, default=str), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = save("live", {"measured": "ProxyReader in the client process, refresh() every 50 ms", "load_before": load_before, "load_after": os.getloadavg(), "results": results})
