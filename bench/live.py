@@ -45,14 +45,13 @@ import time
 from pathlib import Path
 
 import av
-import simplejpeg
-
 import common
+import simplejpeg
 from common import cached_recording, cpu_seconds, percentile, save, table, timed
 
-from scrubproxy import ProxyCache, ProxyReader  # noqa: E402
-from scrubproxy.errors import ProxyFormatError  # noqa: E402
-from scrubproxy.samples import read_index  # noqa: E402
+from scrubproxy import ProxyCache, ProxyReader
+from scrubproxy.errors import ProxyFormatError
+from scrubproxy.samples import read_index
 
 POLL = 0.05  # the client's refresh period
 SESSION = "live"
