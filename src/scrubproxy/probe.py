@@ -14,10 +14,10 @@ import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import av
-import av.filter
+if TYPE_CHECKING:
+    import av
 
 from .errors import BadInputError, NotARecordingError, SourceUnreadableError
 
@@ -238,6 +238,8 @@ def _ebml_id(data: bytes, pos: int) -> tuple[int, int]:
 
 def open_container(path: Path) -> av.container.InputContainer:
     """Open a source with PyAV, turning FFmpeg's refusals into plain reasons."""
+    import av
+
     if path.stat().st_size == 0:
         raise SourceUnreadableError(path, "file is empty")
     try:
@@ -272,6 +274,8 @@ def _missing_index_reason(path: Path) -> str | None:
 def choose_video_stream(container: av.container.InputContainer, path: Path, number: int | None) -> av.video.stream.VideoStream:
     """The video stream a player shows by default (ffmpeg's rule: the largest
     picture, default disposition first), or the ``number``-th video stream."""
+    import av
+
     videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
     if not videos:
         kinds = sorted({s.type for s in container.streams})
@@ -317,6 +321,8 @@ def scan_timestamps(container: av.container.InputContainer, stream: av.video.str
     Packets without a pts are counted with a guessed one so that the count stays
     right; a damaged tail simply ends the scan.
     """
+    import av
+
     stamps: list[int] = []
     last = None
     try:
@@ -351,6 +357,8 @@ def _normalise_rotation(degrees: float | int | None) -> int:
 
 def read_first_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> av.VideoFrame:
     """Decode the first frame of ``stream`` (the header alone lacks rotation and colour)."""
+    import av
+
     try:
         for frame in container.decode(stream):
             return frame
@@ -369,6 +377,8 @@ def is_animated_webp(path: Path) -> bool:
 def stream_kind(container: av.container.InputContainer) -> str | None:
     """The refused kind (``REFUSED_KINDS``) that the streams alone show, or
     None when a video stream may hold a recording (its frame count decides)."""
+    import av
+
     if set(container.format.name.split(",")) & TEXT_DEMUXERS:
         return "text"
     videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
@@ -402,6 +412,8 @@ def classify(path: str | Path) -> str:
     cannot open (damaged, cut off before its index, empty). For the watcher
     and the CLI, which ignore or explain what is not a recording.
     """
+    import av
+
     p = check_source_path(path)
     if p.stat().st_size and is_animated_webp(p):
         return "animation"
@@ -473,6 +485,8 @@ def worth_idet(height: int, rate: fractions.Fraction | None, flagged: str | None
 
 def detect_field_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
     """``tff``/``bff`` when libavfilter's ``idet`` finds most of the first frames interlaced, else ``progressive``."""
+    import av.filter
+
     graph = None
     last = None
 
@@ -515,6 +529,8 @@ def detect_field_order(container: av.container.InputContainer, stream: av.video.
 def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     """Probe a source (reads it): header facts, the first decoded frame (for
     rotation, colour and pixel format) and a demux-only timestamp scan."""
+    import av
+
     p = check_source_path(path)
     if p.stat().st_size and is_animated_webp(p):
         raise SourceUnreadableError(p, f"an animated WebP: the FFmpeg in PyAV ({av.ffmpeg_version_info}) cannot decode its frames")

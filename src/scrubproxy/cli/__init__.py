@@ -1,5 +1,30 @@
 """The ``scrubproxy`` command."""
 
-from .main import app, run
+from __future__ import annotations
+
+import sys
+
+
+def run() -> None:
+    """Console-script entry point. ``scrubproxy --version`` alone answers before
+    the command framework (typer, click, rich) is imported: it is the command
+    scripts call most to check what is installed."""
+    if sys.argv[1:] == ["--version"]:
+        from .._version import __version__
+
+        print(f"scrubproxy {__version__}")
+        return
+    from .main import run as run_app
+
+    run_app()
+
+
+def __getattr__(name: str) -> object:
+    if name == "app":  # the typer app, built on first use
+        from .main import app
+
+        return app
+    raise AttributeError(f"module 'scrubproxy.cli' has no attribute {name!r}")
+
 
 __all__ = ["app", "run"]
