@@ -136,6 +136,18 @@ def test_proxy_colours_match_the_painted_colours(cache: ProxyCache, make_media, 
             assert max(errors) <= COLOUR_TOLERANCE, f"patch errors {errors} (levels)"
 
 
+def test_ten_bit_source_scaled_straight_to_eight_bit_keeps_every_frame_exact(cache: ProxyCache, make_media):
+    """The chain drops a 10-bit source's extra bits in the scaler (not in a pass
+    of its own): every frame still lands at its index, B-frames included, and
+    the colours stay within the tolerance on the first, a middle and the last frame."""
+    src = make_media("hevc-10bit-bframes.mkv", frames=24, gop=12, bframes=3, width=640, height=360, codec="libx265", pix_fmt="yuv420p10le", colorspace="ITU709")
+    assert probe(src).video.bit_depth == 10
+    with ProxyReader(cache.ensure(src)) as r:
+        assert proxy_indices(r.metadata.proxy_path) == list(range(24))
+        for k in (0, 11, 23):
+            assert max(patch_errors(r.jpeg(k))) <= COLOUR_TOLERANCE
+
+
 @pytest.mark.parametrize(
     "name, spec",
     [

@@ -17,14 +17,17 @@ the source pts, the proxy pts and where the JPEG lies in the proxy file.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
 from .decode import SourceDecoder, decoder_plan, open_decoder
@@ -32,8 +35,11 @@ from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .hwchoice import auto_plan, choose_decoder, time_decode
 from .mux import PROXY_CONTAINER, ProxyWriter
-from .probe import SourceInfo, probe
+from .probe import IDET_FRAMES, UNDETECTED, SourceInfo, field_order_of_frames, probe
 from .settings import ProxySettings, resolve_cache_root
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,10 @@ class EncodeResult:
 
 @dataclass(frozen=True)
 class _Decoded:
-    """What one run of the pipeline wrote: both files, complete."""
+    """What one run of the pipeline wrote: both files, complete; ``info`` with
+    the field order its own frames showed."""
 
+    info: SourceInfo
     frames: int
     warnings: tuple[str, ...]
     partial: bool
@@ -91,7 +99,10 @@ def _run_pipeline(
 
     try:
         output = ProxyWriter(proxy_path, frame_map_path, info, geometry, build_id)
-        for pts, frame in deinterlaced(info, source.frames()):
+        frames = source.frames()
+        if info.video.field_order == UNDETECTED:
+            info, frames = _with_field_order(info, frames)
+        for pts, frame in deinterlaced(info, frames):
             pending.append((converter.submit(frame), pts))
             count += 1
             # Keep every worker busy: one frame in hand each, and two queued.
@@ -125,7 +136,16 @@ def _run_pipeline(
     if progress is not None:
         elapsed = max(time.monotonic() - started, 1e-6)
         progress(count, count, count / elapsed)
-    return _Decoded(count, tuple(warnings), partial)
+    return _Decoded(info, count, tuple(warnings), partial)
+
+
+def _with_field_order(info: SourceInfo, frames: Iterator[tuple[int, av.VideoFrame]]) -> tuple[SourceInfo, Iterator[tuple[int, av.VideoFrame]]]:
+    """Decide the field order the probe left open from the first frames the
+    encoder decodes anyway (``idet``), so they are decoded once, not twice; the
+    frames go on unchanged, those looked at first."""
+    head = list(itertools.islice(frames, IDET_FRAMES))
+    order = field_order_of_frames((frame for _, frame in head), info.video.time_base)
+    return dataclasses.replace(info, video=dataclasses.replace(info.video, field_order=order)), itertools.chain(head, frames)
 
 
 def encode_proxy(
@@ -146,7 +166,8 @@ def encode_proxy(
     :class:`EncodeError` when writing fails (disk full, unwritable folder).
     """
     settings = settings or ProxySettings()
-    info = source if isinstance(source, SourceInfo) else probe(source, settings.stream)
+    # The probe leaves idet to the pipeline, which sees those frames anyway.
+    info = source if isinstance(source, SourceInfo) else probe(source, settings.stream, detect_interlace=False)
     base = Path(output_base)
     proxy_path = base.parent / f"{base.name}.{PROXY_CONTAINER}"
     frame_map_path = base.parent / f"{base.name}.frames"
@@ -180,7 +201,7 @@ def encode_proxy(
     for warning in decoded.warnings:
         log.warning("%s: %s", info.path, warning)
     return EncodeResult(
-        source=info,
+        source=decoded.info,
         proxy_path=proxy_path,
         frame_map_path=frame_map_path,
         container=PROXY_CONTAINER,

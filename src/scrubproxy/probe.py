@@ -11,7 +11,7 @@ import dataclasses
 import fractions
 import logging
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -465,7 +465,11 @@ def hdr_metadata(frame: av.VideoFrame) -> tuple[float | None, float | None, bool
 
 #: Interlaced video is broadcast video: these heights at up to 30 frames a second.
 _BROADCAST_HEIGHTS = frozenset({480, 486, 576, 1080})
-_IDET_FRAMES = 24
+#: Frames ``idet`` looks at.
+IDET_FRAMES = 24
+#: ``field_order`` of a probe told not to run ``idet`` where it would have: the
+#: encoder runs it on the first frames it decodes anyway (encode.py).
+UNDETECTED = "undetected"
 
 
 def field_order_of(first: av.VideoFrame, stream: av.video.stream.VideoStream) -> str | None:
@@ -483,15 +487,13 @@ def worth_idet(height: int, rate: fractions.Fraction | None, flagged: str | None
     return flagged is None and height in _BROADCAST_HEIGHTS and (rate is None or rate <= 31)
 
 
-def detect_field_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
-    """``tff``/``bff`` when libavfilter's ``idet`` finds most of the first frames interlaced, else ``progressive``."""
+def field_order_of_frames(frames: Iterable[av.VideoFrame], time_base: fractions.Fraction | None) -> str:
+    """``tff``/``bff`` when libavfilter's ``idet`` finds most of the first
+    ``IDET_FRAMES`` of ``frames`` interlaced, else ``progressive``."""
     import av.filter
 
     graph = None
     last = None
-    # FFmpeg's frame threads: the same pixels, in half the wall time of the
-    # probe's costliest step on a 1080p30 source.
-    stream.thread_type = "AUTO"
 
     def drain() -> None:
         nonlocal last
@@ -501,21 +503,18 @@ def detect_field_order(container: av.container.InputContainer, stream: av.video.
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
 
-    try:
-        for n, frame in enumerate(container.decode(stream)):
-            if graph is None:
-                graph = av.filter.Graph()
-                src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=stream.time_base or fractions.Fraction(1, 90000))
-                idet, sink = graph.add("idet"), graph.add("buffersink")
-                src.link_to(idet)
-                idet.link_to(sink)
-                graph.configure()
-            graph.push(frame)
-            drain()
-            if n + 1 >= _IDET_FRAMES:
-                break
-    except (av.error.InvalidDataError, av.error.EOFError, OSError):
-        pass
+    for n, frame in enumerate(frames):
+        if graph is None:
+            graph = av.filter.Graph()
+            src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=time_base or fractions.Fraction(1, 90000))
+            idet, sink = graph.add("idet"), graph.add("buffersink")
+            src.link_to(idet)
+            idet.link_to(sink)
+            graph.configure()
+        graph.push(frame)
+        drain()
+        if n + 1 >= IDET_FRAMES:
+            break
     if graph is None:
         return "progressive"
     graph.push(None)
@@ -529,9 +528,28 @@ def detect_field_order(container: av.container.InputContainer, stream: av.video.
     return "progressive"
 
 
-def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
+def detect_field_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
+    """:func:`field_order_of_frames` of the first frames of ``stream``; a damaged start ends the look."""
+    import av
+
+    # FFmpeg's frame threads: the same pixels, in less wall time for the
+    # probe's costliest step on a 1080p30 source.
+    stream.thread_type = "AUTO"
+
+    def decoded() -> Iterator[av.VideoFrame]:
+        try:
+            yield from container.decode(stream)
+        except (av.error.InvalidDataError, av.error.EOFError, OSError):
+            return
+
+    return field_order_of_frames(decoded(), stream.time_base)
+
+
+def probe(path: str | Path, stream_number: int | None = None, detect_interlace: bool = True) -> SourceInfo:
     """Probe a source (reads it): header facts, the first decoded frame (for
-    rotation, colour and pixel format) and a demux-only timestamp scan."""
+    rotation, colour and pixel format) and a demux-only timestamp scan.
+    ``detect_interlace=False`` leaves an unflagged broadcast-format source's
+    field order ``UNDETECTED`` instead of decoding its first frames for ``idet``."""
     import av
 
     p = check_source_path(path)
@@ -550,8 +568,11 @@ def probe(path: str | Path, stream_number: int | None = None) -> SourceInfo:
     video = info.video
     field_order = video.field_order
     if worth_idet(first.height, video.average_rate, None if field_order == "progressive" else field_order):
-        with open_container(p) as container:
-            field_order = detect_field_order(container, container.streams[video.index]) or "progressive"
+        if detect_interlace:
+            with open_container(p) as container:
+                field_order = detect_field_order(container, container.streams[video.index]) or "progressive"
+        else:
+            field_order = UNDETECTED
     video = dataclasses.replace(video, frame_count=len(stamps), variable_rate=is_variable_rate(stamps, video.time_base), field_order=field_order)
     return dataclasses.replace(info, video=video, kind=kind, truncated=truncation_reason(p))
 

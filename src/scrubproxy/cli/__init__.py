@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -9,6 +10,9 @@ def run() -> None:
     """Console-script entry point. ``scrubproxy --version`` alone answers before
     the command framework (typer, click, rich) is imported: it is the command
     scripts call most to check what is installed."""
+    # scrubproxy does no linear algebra: without this, NumPy's OpenBLAS starts a
+    # thread per core at import, 0.07 s of CPU that an encode's decoder wants.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if sys.argv[1:] == ["--version"]:
         from .._version import __version__
 
