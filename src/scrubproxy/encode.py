@@ -18,7 +18,6 @@ the source pts, the proxy pts and where the JPEG lies in the proxy file.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import secrets
 import time
@@ -35,7 +34,7 @@ from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .hwchoice import auto_plan, choose_decoder, time_decode
 from .mux import PROXY_CONTAINER, ProxyWriter
-from .probe import IDET_FRAMES, UNDETECTED, SourceInfo, field_order_of_frames, probe
+from .probe import UNDETECTED, FieldOrderDetector, SourceInfo, probe
 from .settings import ProxySettings, resolve_cache_root
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class EncodeResult:
 @dataclass(frozen=True)
 class _Decoded:
     """What one run of the pipeline wrote: both files, complete; ``info`` with
-    the field order its own frames showed."""
+    the field order its own frames showed where the probe left it open."""
 
     info: SourceInfo
     frames: int
@@ -100,8 +99,9 @@ def _run_pipeline(
     try:
         output = ProxyWriter(proxy_path, frame_map_path, info, geometry, build_id)
         frames = source.frames()
-        if info.video.field_order == UNDETECTED:
-            info, frames = _with_field_order(info, frames)
+        watching = info.video.field_order == UNDETECTED
+        if watching:
+            frames = _progressive_or_raise(info, frames)
         for pts, frame in deinterlaced(info, frames):
             pending.append((converter.submit(frame), pts))
             count += 1
@@ -136,16 +136,38 @@ def _run_pipeline(
     if progress is not None:
         elapsed = max(time.monotonic() - started, 1e-6)
         progress(count, count, count / elapsed)
-    return _Decoded(info, count, tuple(warnings), partial)
+    return _Decoded(_with_field_order(info, "progressive") if watching else info, count, tuple(warnings), partial)
 
 
-def _with_field_order(info: SourceInfo, frames: Iterator[tuple[int, av.VideoFrame]]) -> tuple[SourceInfo, Iterator[tuple[int, av.VideoFrame]]]:
-    """Decide the field order the probe left open from the first frames the
-    encoder decodes anyway (``idet``), so they are decoded once, not twice; the
-    frames go on unchanged, those looked at first."""
-    head = list(itertools.islice(frames, IDET_FRAMES))
-    order = field_order_of_frames((frame for _, frame in head), info.video.time_base)
-    return dataclasses.replace(info, video=dataclasses.replace(info.video, field_order=order)), itertools.chain(head, frames)
+class _Interlaced(Exception):
+    """The first frames the encoder decoded are interlaced, which the probe left
+    open: the encode starts again with the deinterlacer."""
+
+    def __init__(self, order: str) -> None:
+        super().__init__(order)
+        self.order = order
+
+
+def _progressive_or_raise(info: SourceInfo, frames: Iterator[tuple[int, av.VideoFrame]]) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``frames`` passed on while ``idet`` watches the first of them, so that they
+    are decoded once, not once more by the probe, and none is held back (bounded
+    memory). Raises :class:`_Interlaced` when they turn out interlaced; the
+    encode then starts again with the field order, the rare case that pays twice."""
+    detector: FieldOrderDetector | None = FieldOrderDetector(info.video.time_base)
+    for pts, frame in frames:
+        if detector is not None:
+            detector.push(frame)
+            if detector.done:
+                order, detector = detector.order(), None
+                if order != "progressive":
+                    raise _Interlaced(order)
+        yield pts, frame
+    if detector is not None and (order := detector.order()) != "progressive":
+        raise _Interlaced(order)
+
+
+def _with_field_order(info: SourceInfo, order: str) -> SourceInfo:
+    return dataclasses.replace(info, video=dataclasses.replace(info.video, field_order=order))
 
 
 def encode_proxy(
@@ -180,7 +202,12 @@ def encode_proxy(
     last_error: Exception | None = None
     for decoder in plan:
         try:
-            decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
+            try:
+                decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
+            except _Interlaced as found:
+                _remove(proxy_path, frame_map_path)
+                info = _with_field_order(info, found.order)
+                decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
         except HardwareDecodeError as exc:
             _remove(proxy_path, frame_map_path)
             last_error = exc

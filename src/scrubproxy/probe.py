@@ -11,7 +11,7 @@ import dataclasses
 import fractions
 import logging
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -468,7 +468,7 @@ _BROADCAST_HEIGHTS = frozenset({480, 486, 576, 1080})
 #: Frames ``idet`` looks at.
 IDET_FRAMES = 24
 #: ``field_order`` of a probe told not to run ``idet`` where it would have: the
-#: encoder runs it on the first frames it decodes anyway (encode.py).
+#: encoder watches the first frames it decodes anyway (encode.py).
 UNDETECTED = "undetected"
 
 
@@ -487,49 +487,60 @@ def worth_idet(height: int, rate: fractions.Fraction | None, flagged: str | None
     return flagged is None and height in _BROADCAST_HEIGHTS and (rate is None or rate <= 31)
 
 
-def field_order_of_frames(frames: Iterable[av.VideoFrame], time_base: fractions.Fraction | None) -> str:
-    """``tff``/``bff`` when libavfilter's ``idet`` finds most of the first
-    ``IDET_FRAMES`` of ``frames`` interlaced, else ``progressive``."""
-    import av.filter
+class FieldOrderDetector:
+    """libavfilter's ``idet`` over the first ``IDET_FRAMES`` frames pushed:
+    :meth:`push` frames until :attr:`done` (or the stream ends), then :meth:`order`."""
 
-    graph = None
-    last = None
+    def __init__(self, time_base: fractions.Fraction | None) -> None:
+        self.time_base = time_base or fractions.Fraction(1, 90000)
+        self.graph: av.filter.Graph | None = None
+        self.last: av.VideoFrame | None = None
+        self.seen = 0
 
-    def drain() -> None:
-        nonlocal last
+    @property
+    def done(self) -> bool:
+        return self.seen >= IDET_FRAMES
+
+    def _drain(self) -> None:
+        import av
+
         while True:
             try:
-                last = graph.pull()
+                self.last = self.graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
 
-    for n, frame in enumerate(frames):
-        if graph is None:
-            graph = av.filter.Graph()
-            src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=time_base or fractions.Fraction(1, 90000))
-            idet, sink = graph.add("idet"), graph.add("buffersink")
+    def push(self, frame: av.VideoFrame) -> None:
+        import av.filter
+
+        if self.graph is None:
+            self.graph = av.filter.Graph()
+            src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=self.time_base)
+            idet, sink = self.graph.add("idet"), self.graph.add("buffersink")
             src.link_to(idet)
             idet.link_to(sink)
-            graph.configure()
-        graph.push(frame)
-        drain()
-        if n + 1 >= IDET_FRAMES:
-            break
-    if graph is None:
+            self.graph.configure()
+        self.graph.push(frame)
+        self._drain()
+        self.seen += 1
+
+    def order(self) -> str:
+        """``tff``/``bff`` when most of the frames pushed are interlaced, else ``progressive``."""
+        if self.graph is None:
+            return "progressive"
+        self.graph.push(None)
+        self._drain()
+        if self.last is None:
+            return "progressive"
+        meta = self.last.metadata
+        counts = {k: float(meta.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff", "progressive")}
+        if counts["tff"] + counts["bff"] > 2 * counts["progressive"]:
+            return "tff" if counts["tff"] >= counts["bff"] else "bff"
         return "progressive"
-    graph.push(None)
-    drain()
-    if last is None:
-        return "progressive"
-    meta = last.metadata
-    counts = {k: float(meta.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff", "progressive")}
-    if counts["tff"] + counts["bff"] > 2 * counts["progressive"]:
-        return "tff" if counts["tff"] >= counts["bff"] else "bff"
-    return "progressive"
 
 
 def detect_field_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> str:
-    """:func:`field_order_of_frames` of the first frames of ``stream``; a damaged start ends the look."""
+    """:class:`FieldOrderDetector`'s answer on the first frames of ``stream``; a damaged start ends the look."""
     import av
 
     # FFmpeg's frame threads: the same pixels, in less wall time for the
@@ -542,7 +553,12 @@ def detect_field_order(container: av.container.InputContainer, stream: av.video.
         except (av.error.InvalidDataError, av.error.EOFError, OSError):
             return
 
-    return field_order_of_frames(decoded(), stream.time_base)
+    detector = FieldOrderDetector(stream.time_base)
+    for frame in decoded():
+        detector.push(frame)
+        if detector.done:
+            break
+    return detector.order()
 
 
 def probe(path: str | Path, stream_number: int | None = None, detect_interlace: bool = True) -> SourceInfo:
