@@ -269,7 +269,7 @@ def bench_kind(kind: str, seconds: int, rounds: int, work: Path, with_profile: b
         # Rotate the order each round, so that a slow spell of this shared
         # machine falls on every side alike.
         for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
-            runs[side].append(timed(cmds[side], env=ENV if side == "ours" else None))
+            runs[side].append(timed(cmds[side], env=ENV if side in ("ours", "pyav-decode") else None))
     proxy = ProxyCache(kwork / "cache").lookup(src, settings=ProxySettings(hwaccel="none"))
     assert proxy is not None
     q = quality(src, proxy, kwork / "ref.mkv") if kind != "pq" else {}
