@@ -136,6 +136,18 @@ def test_proxy_colours_match_the_painted_colours(cache: ProxyCache, make_media, 
             assert max(errors) <= COLOUR_TOLERANCE, f"patch errors {errors} (levels)"
 
 
+def test_ten_bit_source_scaled_straight_to_eight_bit_keeps_every_frame_exact(cache: ProxyCache, make_media):
+    """The chain drops a 10-bit source's extra bits in the scaler (not in a pass
+    of its own): every frame still lands at its index, B-frames included, and
+    the colours stay within the tolerance on the first, a middle and the last frame."""
+    src = make_media("hevc-10bit-bframes.mkv", frames=24, gop=12, bframes=3, width=640, height=360, codec="libx265", pix_fmt="yuv420p10le", colorspace="ITU709")
+    assert probe(src).video.bit_depth == 10
+    with ProxyReader(cache.ensure(src)) as r:
+        assert proxy_indices(r.metadata.proxy_path) == list(range(24))
+        for k in (0, 11, 23):
+            assert max(patch_errors(r.jpeg(k))) <= COLOUR_TOLERANCE
+
+
 @pytest.mark.parametrize(
     "name, spec",
     [
@@ -272,3 +284,31 @@ def test_settings_out_of_range_are_bad_input(field, value):
 def test_settings_at_their_limits_are_accepted():
     assert ProxySettings(height=16, quality=2).height == 16
     assert ProxySettings(height=4320, quality=31, stream=0).quality == 31
+
+
+@pytest.mark.parametrize("order", ["tff", "bff"])
+def test_the_encoder_finds_an_unflagged_field_order_on_its_own_frames(tmp_path, order):
+    """Given a path, the encoder leaves idet to the frames it decodes anyway (no
+    second decode in the probe): the field order it finds is the probe's, and the
+    proxy is the one made from a full probe, byte for byte, every frame at its index."""
+    from scrubproxy.samples import make_interlaced_recording
+
+    source = make_interlaced_recording(tmp_path / "tv.mp4", frames=30, flagged=False, order=order)
+    info = probe(source)
+    assert info.video.field_order == order
+    assert probe(source, detect_interlace=False).video.field_order == "undetected"
+    own = encode_proxy(source, tmp_path / "own", ProxySettings(hwaccel="none"))
+    full = encode_proxy(info, tmp_path / "full", ProxySettings(hwaccel="none"))
+    assert own.source.video.field_order == order
+    with ProxyReader(own.proxy_path) as a, ProxyReader(full.proxy_path) as b:
+        assert len(a) == len(b) == 30
+        assert [a.jpeg(k) for k in range(30)] == [b.jpeg(k) for k in range(30)]
+        assert [read_index(a[k]) for k in range(30)] == list(range(30))
+
+
+def test_a_progressive_broadcast_size_source_stays_progressive_when_the_encoder_looks(tmp_path, make_media):
+    src = make_media("progressive-576.mp4", frames=30, gop=30, width=720, height=576)
+    assert probe(src, detect_interlace=False).video.field_order == "undetected"
+    result = encode_proxy(src, tmp_path / "p", ProxySettings(hwaccel="none"))
+    assert result.source.video.field_order == probe(src).video.field_order == "progressive"
+    assert proxy_indices(result.proxy_path) == list(range(30))

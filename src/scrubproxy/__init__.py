@@ -10,8 +10,6 @@ Public API (everything else may change)::
 """
 
 from ._version import __version__
-from .cache import DEFAULT_SESSION, CacheEntry, ProxyCache
-from .encode import EncodeResult
 from .errors import (
     BadInputError,
     CacheRootRefusedError,
@@ -22,14 +20,27 @@ from .errors import (
     ScrubProxyError,
     SourceUnreadableError,
 )
-from .probe import SourceInfo, probe
-from .reader import FrameBatch, ProxyMetadata, ProxyReader
-from .settings import ProxySettings
-from .timeline import Timeline
 
-#: Loaded on first use: the player and the watcher bring modules (mpv IPC,
-#: watchdog) that making and reading proxies never needs.
-_LAZY = {"Player": ".player", "SegmentWatcher": ".watch"}
+# Eager: the name ``probe`` is also a submodule's, which a lazy import would leave
+# bound to the module. probe.py loads PyAV only when it opens a file.
+from .probe import SourceInfo, probe
+
+#: Loaded on first use, so that ``import scrubproxy`` (and with it every start of
+#: the ``scrubproxy`` command) costs no PyAV, NumPy or libjpeg import until a
+#: name that needs them is asked for.
+_LAZY = {
+    "DEFAULT_SESSION": ".cache",
+    "CacheEntry": ".cache",
+    "ProxyCache": ".cache",
+    "EncodeResult": ".encode",
+    "FrameBatch": ".reader",
+    "ProxyMetadata": ".reader",
+    "ProxyReader": ".reader",
+    "ProxySettings": ".settings",
+    "Timeline": ".timeline",
+    "Player": ".player",
+    "SegmentWatcher": ".watch",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -40,6 +51,7 @@ def __getattr__(name: str) -> object:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'scrubproxy' has no attribute {name!r}")
+
 
 __all__ = [
     "BadInputError",

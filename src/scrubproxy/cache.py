@@ -36,17 +36,14 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 
 from ._version import __version__
-from .encode import EncodeResult, ProgressCallback, encode_proxy
 from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, ProxyFormatError, SourceUnreadableError
-from .framemap import published_count as live_frames
 from .growing import WriterGone, followable, open_for_writing, wait_until
 from .hwchoice import MEMORY_FILE_RE, forget_choices
-from .live import LiveOrderError, confirm_followed, follow_proxy
 from .manifest import (
     FileRecord,
     LiveManifest,
@@ -61,13 +58,17 @@ from .manifest import (
     source_fingerprint,
     write_manifest,
 )
-from .mux import PROXY_CONTAINER, ProxyWriter
+from .mux import PROXY_CONTAINER
 from .owner import TOKEN_CHARS as OWNER_CHARS
 from .owner import alive as owner_alive
 from .owner import new_token
 from .probe import check_source_path
-from .reader import ProxyReader
 from .settings import ProxySettings, resolve_cache_root
+
+if TYPE_CHECKING:  # loaded where used: a cache hit needs no PyAV, NumPy or libjpeg
+    from .encode import EncodeResult, ProgressCallback
+    from .mux import ProxyWriter
+    from .reader import ProxyReader
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +365,8 @@ class ProxyCache:
         """Encode ``src`` and publish it, under the proxy's lock. ``still_written``:
         a recorder is still writing it and the caller takes what is there now,
         marked partial (and stale as soon as the file changes)."""
+        from .encode import encode_proxy
+
         self._remove_leftovers(sdir, key)
         owner = new_token()
         try:
@@ -597,6 +600,8 @@ class ProxyCache:
         opens at once as a live reader (``r.live``; ``r.refresh()`` picks up
         new frames) instead of waiting for its end.
         """
+        from .reader import ProxyReader
+
         live = self.live_proxy(source, session, settings)
         if live is not None:
             try:
@@ -662,6 +667,8 @@ class ProxyCache:
         progress: ProgressCallback | None = None,
     ) -> Path:
         """:meth:`follow`, under the proxy's lock."""
+        from .live import LiveOrderError, confirm_followed, follow_proxy
+
         self._remove_leftovers(sdir, key)
         self._remove_unusable(sdir, key)
         owner = new_token()
@@ -775,6 +782,8 @@ class ProxyCache:
         return groups
 
     def _entry(self, session: str, sdir: Path, key: str, files: list[Path]) -> CacheEntry:
+        from .framemap import published_count as live_frames
+
         manifest_path = sdir / f"{key}.json"
         manifest = read_manifest(manifest_path)
         # Another process may publish or remove these files while we look: a file gone counts as nothing.

@@ -17,14 +17,16 @@ the source pts, the proxy pts and where the JPEG lies in the proxy file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
 from .decode import SourceDecoder, decoder_plan, open_decoder
@@ -32,8 +34,11 @@ from .deinterlace import deinterlaced
 from .errors import BadInputError, EncodeError, HardwareDecodeError, SourceUnreadableError
 from .hwchoice import auto_plan, choose_decoder, time_decode
 from .mux import PROXY_CONTAINER, ProxyWriter
-from .probe import SourceInfo, probe
+from .probe import UNDETECTED, FieldOrderDetector, SourceInfo, probe
 from .settings import ProxySettings, resolve_cache_root
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,10 @@ class EncodeResult:
 
 @dataclass(frozen=True)
 class _Decoded:
-    """What one run of the pipeline wrote: both files, complete."""
+    """What one run of the pipeline wrote: both files, complete; ``info`` with
+    the field order its own frames showed where the probe left it open."""
 
+    info: SourceInfo
     frames: int
     warnings: tuple[str, ...]
     partial: bool
@@ -91,7 +98,11 @@ def _run_pipeline(
 
     try:
         output = ProxyWriter(proxy_path, frame_map_path, info, geometry, build_id)
-        for pts, frame in deinterlaced(info, source.frames()):
+        frames = source.frames()
+        watching = info.video.field_order == UNDETECTED
+        if watching:
+            frames = _progressive_or_raise(info, frames)
+        for pts, frame in deinterlaced(info, frames):
             pending.append((converter.submit(frame), pts))
             count += 1
             # Keep every worker busy: one frame in hand each, and two queued.
@@ -125,7 +136,38 @@ def _run_pipeline(
     if progress is not None:
         elapsed = max(time.monotonic() - started, 1e-6)
         progress(count, count, count / elapsed)
-    return _Decoded(count, tuple(warnings), partial)
+    return _Decoded(_with_field_order(info, "progressive") if watching else info, count, tuple(warnings), partial)
+
+
+class _Interlaced(Exception):
+    """The first frames the encoder decoded are interlaced, which the probe left
+    open: the encode starts again with the deinterlacer."""
+
+    def __init__(self, order: str) -> None:
+        super().__init__(order)
+        self.order = order
+
+
+def _progressive_or_raise(info: SourceInfo, frames: Iterator[tuple[int, av.VideoFrame]]) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``frames`` passed on while ``idet`` watches the first of them, so that they
+    are decoded once, not once more by the probe, and none is held back (bounded
+    memory). Raises :class:`_Interlaced` when they turn out interlaced; the
+    encode then starts again with the field order, the rare case that pays twice."""
+    detector: FieldOrderDetector | None = FieldOrderDetector(info.video.time_base)
+    for pts, frame in frames:
+        if detector is not None:
+            detector.push(frame)
+            if detector.done:
+                order, detector = detector.order(), None
+                if order != "progressive":
+                    raise _Interlaced(order)
+        yield pts, frame
+    if detector is not None and (order := detector.order()) != "progressive":
+        raise _Interlaced(order)
+
+
+def _with_field_order(info: SourceInfo, order: str) -> SourceInfo:
+    return dataclasses.replace(info, video=dataclasses.replace(info.video, field_order=order))
 
 
 def encode_proxy(
@@ -146,7 +188,8 @@ def encode_proxy(
     :class:`EncodeError` when writing fails (disk full, unwritable folder).
     """
     settings = settings or ProxySettings()
-    info = source if isinstance(source, SourceInfo) else probe(source, settings.stream)
+    # The probe leaves idet to the pipeline, which sees those frames anyway.
+    info = source if isinstance(source, SourceInfo) else probe(source, settings.stream, detect_interlace=False)
     base = Path(output_base)
     proxy_path = base.parent / f"{base.name}.{PROXY_CONTAINER}"
     frame_map_path = base.parent / f"{base.name}.frames"
@@ -159,7 +202,12 @@ def encode_proxy(
     last_error: Exception | None = None
     for decoder in plan:
         try:
-            decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
+            try:
+                decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
+            except _Interlaced as found:
+                _remove(proxy_path, frame_map_path)
+                info = _with_field_order(info, found.order)
+                decoded = _run_pipeline(info, decoder, proxy_path, frame_map_path, build_id, settings, progress)
         except HardwareDecodeError as exc:
             _remove(proxy_path, frame_map_path)
             last_error = exc
@@ -180,7 +228,7 @@ def encode_proxy(
     for warning in decoded.warnings:
         log.warning("%s: %s", info.path, warning)
     return EncodeResult(
-        source=info,
+        source=decoded.info,
         proxy_path=proxy_path,
         frame_map_path=frame_map_path,
         container=PROXY_CONTAINER,

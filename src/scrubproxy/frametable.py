@@ -30,14 +30,16 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadInputError, SourceUnreadableError
 from .probe import choose_video_stream, open_container
-from .reader import ProxyReader
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .reader import ProxyReader
+
 
 FORMATS = ("torchcodec", "json", "csv")
 
@@ -64,11 +66,15 @@ class FrameTable:
     @property
     def times(self) -> np.ndarray:
         """Seconds from the source's start (the frame map's clock)."""
+        import numpy as np
+
         return (self.pts - self.start_pts).astype(np.float64) * float(self.time_base)
 
 
 def _packet_flags(source: Path, stream_number: int | None) -> tuple[int, dict[int, tuple[bool, int]]]:
     """(stream index, {pts: (keyframe flag, duration)}) of every video packet, demux only."""
+    import av
+
     with open_container(source) as container:
         stream = choose_video_stream(container, source, stream_number)
         packets: dict[int, tuple[bool, int]] = {}
@@ -86,6 +92,8 @@ def frame_table(reader: ProxyReader, source: str | Path | None = None) -> FrameT
     """The frame table of the source of ``reader`` (or of ``source``, which must be
     the file the proxy was made from): pts from the frame map, key flags from a
     demux of the source."""
+    import numpy as np
+
     src = Path(source).expanduser().absolute() if source is not None else reader.metadata.source_path
     if src is None:
         raise BadInputError(reader.path, "the proxy does not name its source: give the source file")

@@ -41,7 +41,7 @@ import av
 import numpy as np
 
 from .convert import ConversionPool, filter_chain, jpeg_quality, proxy_geometry
-from .decode import frame_pts, nominal_ticks
+from .decode import decoder_options, frame_pts, nominal_ticks
 from .errors import ScrubProxyError, SourceUnreadableError
 from .growing import FollowStopped, GrowingFile, SourceChangedError
 from .encode import EncodeResult
@@ -99,7 +99,7 @@ class _LiveDecoder:
             raise SourceUnreadableError(growing.path, f"not a video FFmpeg can read while it is written: {exc}") from exc
         self.stream = choose_video_stream(self.container, growing.path, stream_number)
         self.stream.thread_type = "AUTO"
-        self.options = {"skip_loop_filter": "all"}  # as the encoder: the pixels must match it
+        self.options = decoder_options(self.stream.codec_context.name)  # as the encoder: the pixels must match it
         self.stream.codec_context.options = dict(self.options)
         self.ended_early: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=64)

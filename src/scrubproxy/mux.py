@@ -29,15 +29,16 @@ import fractions
 import mmap
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
-import numpy as np
-
-from .convert import ProxyGeometry
 from .errors import EncodeError
-from .framemap import FrameMapHeader, FrameMapWriter
 from .mkvwriter import MAX_CLUSTER_SPAN_MS, MatroskaWriter
-from .probe import SourceInfo
+
+if TYPE_CHECKING:  # the heavy imports wait until a proxy is written: a cache hit needs only the names here
+    import numpy as np
+
+    from .convert import ProxyGeometry
+    from .probe import SourceInfo
 
 #: The proxy's container, as its file suffix names it.
 PROXY_CONTAINER = "mkv"
@@ -60,6 +61,8 @@ class ProxyWriter:
     """
 
     def __init__(self, proxy_path: Path, frames_path: Path, info: SourceInfo, geometry: ProxyGeometry, build_id: bytes) -> None:
+        from .framemap import FrameMapHeader, FrameMapWriter
+
         self.proxy_path, self.frames_path = proxy_path, frames_path
         self.info = info
         self.geometry = geometry
@@ -100,6 +103,8 @@ class ProxyWriter:
 
     def publish(self) -> int:
         """Write the buffered frames and make them visible; returns the frames published so far."""
+        import numpy as np
+
         if self._batch:
             located = self._mkv.write_cluster([(pts, jpeg) for pts, jpeg, _ in self._batch])
             self._map.append(
@@ -144,6 +149,9 @@ def index_proxy(proxy_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, f
     header bytes later (a Matroska block header, an AVI chunk header), found by
     matching the packet's bytes, so the offsets are right for any container.
     """
+    import av
+    import numpy as np
+
     pts_list: list[int] = []
     offsets: list[int] = []
     sizes: list[int] = []

@@ -29,17 +29,20 @@ import threading
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from typer.core import TyperCommand
 
 from .. import cluster
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
 from ..settings import MAX_HEIGHT, MAX_QUALITY, MIN_HEIGHT, MIN_QUALITY, ProxySettings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
 
 stderr = Console(stderr=True)
 
@@ -274,6 +277,8 @@ def check_sources(sources: Sequence[Path]) -> list[Path]:
 
 def progress_bar(enabled: bool) -> Progress:
     """A rich progress bar on stderr; invisible when stderr is not a terminal or not ``enabled``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

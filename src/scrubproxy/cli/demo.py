@@ -9,8 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..reader import ProxyReader
-from ..samples import RecordingSpec, make_recording, read_index
 from ..settings import ProxySettings
 from .common import CliState, command, ensure_proxies, stderr
 
@@ -22,6 +20,9 @@ def demo(
     seconds: Annotated[float, typer.Option("--seconds", min=0.5, max=60, help="Length of the example recording.")] = 4.0,
 ) -> None:
     """Make a short example recording with PyAV, build its proxy (session 'demo'), and say what happened."""
+    from ..reader import ProxyReader
+    from ..samples import RecordingSpec, make_recording, read_index
+
     target = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="scrubproxy-demo-"))
     frames = int(seconds * 30)
     stderr.print(f"1. writing an example recording ({frames} frames, 1280x720 H.264, 30 fps, B-frames)", highlight=False)

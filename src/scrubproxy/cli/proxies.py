@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import BadInputError
 from ..settings import ProxySettings
@@ -84,6 +83,8 @@ def list_entries(
     as_json: AsJson = False,
 ) -> None:
     """List the proxies in the cache: session, source, size, frames, state, last use."""
+    from rich.table import Table
+
     entries = cli.cache().entries(session)
     if as_json:
         rows = [

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..errors import BadInputError
-from ..livetimeline import SessionTimeline
 from ..settings import ProxySettings
-from ..timeline import Timeline
 from .common import DEFAULT_JOBS, CliState, Jobs, Quiet, Session, check_sources, command, ensure_proxies, stderr
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from ..livetimeline import SessionTimeline
+    from ..timeline import Timeline
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,256}")
 
@@ -73,6 +74,7 @@ def http_server(timeline: Timeline | SessionTimeline, sock: socket.socket, host:
     once it has said what it serves and where to open it."""
     import uvicorn  # here, not at the top: every other command starts faster without it
 
+    from ..livetimeline import SessionTimeline
     from ..server import create_app
 
     shown_host = f"[{host}]" if ":" in host else host
@@ -117,6 +119,9 @@ def serve(
     recorded: new segments and the growth of one being followed show within a
     second (and it starts, waiting, before the session has any).
     """
+    from ..livetimeline import SessionTimeline
+    from ..timeline import Timeline
+
     check_access(host, token)
     if not sources and session is None:
         raise BadInputError(None, "say what to serve: SRC... or --session S")

@@ -10,13 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .. import deinterlace, tonemap
 from ..errors import BadInputError
-from ..framemap import published_count
 from ..hwchoice import remembered_choice
-from ..original import encode_still
 from ..probe import probe
-from ..reader import ProxyReader
 from ..settings import ProxySettings
 from .common import AsJson, CliState, Command, Quiet, Session, Source, check_sources, command, ensure_proxies, progress_bar, stderr
 
@@ -24,6 +20,10 @@ from .common import AsJson, CliState, Command, Quiet, Session, Source, check_sou
 @command()
 def info(cli: CliState, settings: ProxySettings, source: Source, session: Session = None, as_json: AsJson = False) -> None:
     """Describe SRC (streams, rate, variable rate, rotation, colour) and the state of its proxy with these settings."""
+    from .. import deinterlace, tonemap
+    from ..framemap import published_count
+    from ..reader import ProxyReader
+
     [source] = check_sources([source])
     src = probe(source, settings.stream)
     cache = cli.cache()
@@ -115,6 +115,7 @@ def verify(
 
     Makes the proxy first if there is none with these settings.
     """
+    from ..reader import ProxyReader
     from ..verify import verify_proxy  # here: only this command needs the source decoder chain
 
     [proxy_path] = ensure_proxies(cli, check_sources([source]), session, settings, show=not quiet)
@@ -181,6 +182,8 @@ def frame(
     session: Session = None,
 ) -> None:
     """Write one frame of SRC (frame K, or the one shown at --time) to a file; print its path."""
+    from ..original import encode_still
+
     [source] = check_sources([source])
     if (index is None) == (at_time is None):
         raise BadInputError(source, "give a frame number K or --time T (one of them)")

@@ -7,16 +7,17 @@ cache beside them; the tracks are written to ``-o DIR``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import BadInputError
 from ..settings import ProxySettings
-from ..thumbs import ThumbSpec, open_thumbs
-from ..timeline import Timeline
-from ..trickplay import Part, write_bif, write_jellyfin, write_vtt
 from .common import CliState, Session, check_sources, command, ensure_proxies
+
+if TYPE_CHECKING:
+    from ..trickplay import Part
+
 
 FORMATS = ("vtt", "bif", "jellyfin")
 #: Jellyfin's own defaults (TrickplayOptions): a tile every 10 s, 320 px wide.
@@ -35,6 +36,10 @@ def thumbs(
     width: Annotated[Optional[int], typer.Option("--width", help="Tile width in pixels (default 160; jellyfin: 320).")] = None,
 ) -> None:
     """Write thumbnail tracks whose every tile is a known frame; print the files written."""
+    from ..thumbs import ThumbSpec, open_thumbs
+    from ..timeline import Timeline
+    from ..trickplay import Part, write_jellyfin
+
     if fmt not in FORMATS:
         raise BadInputError(None, f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     jellyfin = fmt == "jellyfin"
@@ -70,4 +75,6 @@ def thumbs(
 
 
 def _write(fmt: str, name: str, parts: list[Part], out: Path) -> list[Path]:
+    from ..trickplay import write_bif, write_vtt
+
     return write_vtt(name, parts, out) if fmt == "vtt" else write_bif(name, parts, out)

@@ -14,23 +14,23 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.live import Live
-from rich.logging import RichHandler
-from rich.text import Text
 
-from ..livetimeline import SessionTimeline
 from ..settings import ProxySettings
 from ..watch import VIDEO_PATTERNS, SegmentWatcher, WatchStatus
-from ..watch.budget import parse_size
 from ..watch.workers import OnCluster, Runner
 from .common import DEFAULT_JOBS, CliState, ClusterChoice, Jobs, Session, command, stderr
 from .serve import Host, OpenBrowser, Port, Token, bind, check_access, http_server
 
+if TYPE_CHECKING:
+    from rich.text import Text
+
 
 def _status_line(s: WatchStatus) -> Text:
+    from rich.text import Text
+
     parts = [f"queue {s.queued}", f"being written {s.writing}"]
     parts += [f"following {name} {frames} frames" for name, frames in s.following]
     parts += [f"recording {name}" for name in s.recording]
@@ -47,6 +47,8 @@ def _status_line(s: WatchStatus) -> Text:
 
 
 def _log_handler(live: bool) -> logging.Handler:
+    from rich.logging import RichHandler
+
     if live:
         return RichHandler(console=stderr, show_path=False, markup=False, rich_tracebacks=False)
     handler = logging.StreamHandler(sys.stderr)
@@ -99,6 +101,8 @@ def watch(
     recorded (--host, --port, --token and --open as for scrubproxy serve);
     Ctrl-C or SIGTERM stop both.
     """
+    from ..watch.budget import parse_size
+
     if serve:
         check_access(host, token)
     with contextlib.ExitStack() as stack:
@@ -128,6 +132,8 @@ def watch(
 @contextlib.contextmanager
 def _serving(cli: CliState, session: Optional[str], host: str, port: int, token: Optional[str], open_browser: bool):
     """The session's HTTP server in a thread for as long as the block runs (the watcher's)."""
+    from ..livetimeline import SessionTimeline
+
     sock = bind(host, port)
     try:
         with SessionTimeline(cli.cache(), session) as timeline:
@@ -145,6 +151,8 @@ def _serving(cli: CliState, session: Optional[str], host: str, port: int, token:
 
 def _serve(watcher: SegmentWatcher, once: bool, debug: bool, where: str) -> None:
     """Run ``watcher`` until a signal (or, ``once``, until done), logging as it goes."""
+    from rich.live import Live
+
     live = stderr.is_terminal
     logger = logging.getLogger("scrubproxy")
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
