@@ -190,6 +190,7 @@ def test_a_recorder_that_pauses_with_the_file_open_keeps_its_segment_live(tmp_pa
     time.sleep(3.0)  # well past the follower's 1 s quiet time: only the open file keeps it going
     assert follower.poll() is None
     assert [e.state for e in cache.entries()] == ["live"]
+    assert recorder.wait(30) == 0
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
     with cache.open(target, "live") as r:

@@ -118,22 +118,24 @@ def watchers(tmp_path):
 
 #: Proxies of the long segment as tall as its source: slower to encode, easier to interrupt.
 TALL = ProxySettings(height=480)
+#: Loops of 600 frames in the long segment.
+LONG_LOOPS = 8
 
 
 @pytest.fixture(scope="session")
 def long_source(make_media) -> Path:
     """A segment whose proxy takes a few seconds to encode (long enough to
-    interrupt): 600 frames, remuxed five times over (painting 3,000 frames
-    would take 20 s)."""
+    interrupt, even when a loaded machine delays the signal): 600 frames,
+    remuxed eight times over (painting 4,800 frames would take 30 s)."""
     once = make_media("long-once.mp4", frames=600, width=640, height=480, gop=60, codec_options=(("preset", "ultrafast"),))
-    looped = once.with_name("long-looped.mp4")
+    looped = once.with_name(f"long-looped-{LONG_LOOPS}.mp4")
     if not looped.exists():
         with av.open(str(once)) as src, av.open(str(looped), "w") as out:
             stream = out.add_stream_from_template(src.streams.video[0])
             packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.time_base) for p in src.demux(video=0) if p.size]
             first, last = min(p[1] for p in packets), max(p[1] for p in packets)
             span = last - first + (last - first) // (len(packets) - 1)  # one loop's duration, a frame step included
-            for loop in range(5):
+            for loop in range(LONG_LOOPS):
                 for data, pts, dts, key, time_base in packets:
                     packet = av.Packet(data)
                     packet.pts, packet.dts = pts + loop * span, dts + loop * span
@@ -241,7 +243,7 @@ def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(t
     rc, took = w.stop(signal.SIGTERM)
     assert rc == 0 and took < 5, w.text()
     assert temps(cache_dir) == []
-    assert cache.lookup(rec / "long.mp4", None, TALL) is None
+    assert cache.lookup(rec / "long.mp4", None, TALL) is None, w.text()
     assert [e.state for e in cache.entries()] == ["valid", "valid"]
     made = {n: manifest(cache, rec / n, TALL) for n in ("small-0.mp4", "small-1.mp4")}
 
@@ -266,9 +268,9 @@ def test_sigterm_mid_encode_leaves_nothing_and_a_restart_after_sigkill_resumes(t
     w.wait_for(lambda: w.lines("proxy ready"), "the watcher to report the long proxy")
     assert Path(asked.stdout.strip()) == cache.lookup(rec / "long.mp4", None, TALL)
     assert manifest(cache, rec / "long.mp4", TALL)["created"] <= w.lines("proxy ready")[0][0] + 0.01, "published twice"
-    with ProxyReader(cache.lookup(rec / "long.mp4", None, TALL)) as r:  # five loops of frames 0-599
-        assert len(r) == 3000
-        assert [read_index(r[k]) for k in (0, 599, 600, 1799, 2999)] == [0, 599, 0, 599, 599]
+    with ProxyReader(cache.lookup(rec / "long.mp4", None, TALL)) as r:  # loops of frames 0-599
+        assert len(r) == 600 * LONG_LOOPS
+        assert [read_index(r[k]) for k in (0, 599, 600, 1799, 600 * LONG_LOOPS - 1)] == [0, 599, 0, 599, 599]
     assert {n: manifest(cache, rec / n, TALL)["build_id"] for n in made} == {n: m["build_id"] for n, m in made.items()}, (
         "valid proxies re-encoded"
     )
