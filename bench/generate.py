@@ -1,8 +1,9 @@
 """Proxy generation on every kind of source: scrubproxy against the reference's
 ffmpeg command and against decoding alone, same run (issue 15).
 
-Sources (made once by bench/common.py, ``--seconds`` long, 10 s by default;
-the long-GOP one is 20 s so that it holds one whole GOP of 600):
+Sources (made once by bench/common.py, ``--seconds`` long, 20 s by default;
+the long-GOP one is at least 60 s, the length of the recordings the issue was
+measured on, so that it holds three whole GOPs of 600):
 
     1080p30 H.264, GOP 600, 3 B-frames      1080p60 H.264, GOP 250, B-frames
     2160p30 H.264, GOP 120, B-frames        1080p30 HEVC (x265), GOP 250
@@ -26,7 +27,7 @@ our runs per source, CPU samples by library. Also: the CLI's start-up
 (``--version``, ``--help``, ``path``, a cache hit of ``proxy``), alternating,
 and a cache hit in the library.
 
-    python bench/generate.py [--rounds 3] [--seconds 10] [--kinds h264-gop600,hevc]
+    python bench/generate.py [--rounds 3] [--seconds 20] [--kinds h264-gop600,hevc]
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _vfr(seconds: int) -> Path:
 #: kind -> (label, source maker(seconds), its seconds given ``--seconds``, source matrix (kr, kb))
 BT709 = (0.2126, 0.0722)
 KINDS: dict[str, tuple[str, Callable[[int], Path], Callable[[int], int]]] = {
-    "h264-gop600": ("1080p30 H.264, GOP 600, B-frames", lambda s: _h264(f"h264-1080p30-gop600-{s}s.mp4", s, gop=600), lambda s: max(s, 20)),
+    "h264-gop600": ("1080p30 H.264, GOP 600, B-frames", lambda s: _h264(f"h264-1080p30-gop600-{s}s.mp4", s, gop=600), lambda s: max(s, 60)),
     "h264-1080p60": ("1080p60 H.264, GOP 250, B-frames", lambda s: common.hd_source(s), lambda s: s),
     "h264-2160p30": ("2160p30 H.264, GOP 120, B-frames", lambda s: _h264(f"h264-2160p30-{s}s.mp4", s, height=2160, gop=120), lambda s: s),
     "hevc": ("1080p30 HEVC, GOP 250, B-frames", lambda s: _h264(f"hevc-1080p30-{s}s.mkv", s, codec="libx265", codec_options=(("x265-params", "log-level=error:bframes=3"),)), lambda s: s),
@@ -259,7 +260,7 @@ def hit_cost(src: Path, cache_dir: Path) -> dict:
 
 def bench_kind(kind: str, seconds: int, rounds: int, work: Path, with_profile: bool) -> dict:
     label, make, length = KINDS[kind]
-    src = make(seconds)
+    src = make(length(seconds))
     kwork = work / kind
     kwork.mkdir()
     cmds = commands(src, kwork)
@@ -346,7 +347,7 @@ def report(results: list[dict], start: dict[str, list[float]], hit: dict) -> Non
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--startup-rounds", type=int, default=10)
@@ -358,7 +359,7 @@ def main() -> None:
     # which would make every child compile scrubproxy from source (0.25 s a start).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(common.BENCH.parent / "src" / "scrubproxy")], check=True)
     for kind in kinds:  # make every source first, so that making none is timed
-        KINDS[kind][1](args.seconds)
+        KINDS[kind][1](KINDS[kind][2](args.seconds))
     work = Path(tempfile.mkdtemp(prefix="scrubproxy-bench-"))
     load = os.getloadavg()[0]
     try:

@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 from scrubproxy import ProxyCache, ProxySettings
+from scrubproxy.cli.main import COMMANDS, named_command
 
 HEAVY = ("av", "numpy", "simplejpeg", "PIL")
+#: Modules of other commands, which a run of ``proxy`` or ``path`` must not load.
+OTHER_COMMANDS = ("scrubproxy.server", "scrubproxy.watch", "scrubproxy.player", "scrubproxy.cli.serve", "scrubproxy.cli.watch", "scrubproxy.cli.demo", "watchdog", "starlette")
 
 #: Runs the CLI in this process, then prints which heavy modules it loaded.
 _PROBE = """
@@ -27,7 +30,7 @@ try:
 except SystemExit as exc:
     code = exc.code or 0
 print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}), file=sys.stderr)
-""" % (HEAVY,)
+""" % (HEAVY + OTHER_COMMANDS,)
 
 
 def _cli_imports(*args: str, env: dict | None = None) -> dict:
@@ -36,9 +39,25 @@ def _cli_imports(*args: str, env: dict | None = None) -> dict:
 
 
 def test_version_and_help_load_no_media_engine():
-    for args in (["--version"], ["--help"], ["proxy", "--help"]):
-        result = _cli_imports(*args)
-        assert result == {"code": 0, "loaded": []}, args
+    assert _cli_imports("--version") == {"code": 0, "loaded": []}
+    # The whole list needs every command's module, none of the media engine.
+    assert [m for m in _cli_imports("--help")["loaded"] if m in HEAVY] == []
+    assert _cli_imports("proxy", "--help") == {"code": 0, "loaded": []}
+
+
+def test_a_run_registers_only_the_command_it_names():
+    assert named_command(["proxy", "a.mp4"]) == "proxy"
+    assert named_command(["--cache-dir", "/c", "--debug", "path", "a.mp4"]) == "path"
+    assert named_command(["--cache-dir=/c", "ls"]) == "ls"
+    assert named_command(["--cache-dir", "proxy", "serve"]) == "serve"  # a folder called "proxy"
+    for args in ([], ["--help"], ["--version"], ["prxy", "a.mp4"], ["--debug"]):
+        assert named_command(args) is None, args
+    # ... and each command still answers its own help, and a misspelt one is named with the fix.
+    for name in COMMANDS:
+        done = subprocess.run([sys.executable, "-m", "scrubproxy", name, "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and f"scrubproxy {name}" in done.stdout, (name, done.stderr)
+    done = subprocess.run([sys.executable, "-m", "scrubproxy", "prxy", "a.mp4"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "No such command 'prxy'" in done.stderr and "proxy" in done.stderr
 
 
 def test_path_and_a_cache_hit_of_proxy_load_no_media_engine(tmp_path: Path, make_media):

@@ -35,13 +35,14 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from .. import cluster
 from ..cache import ProxyCache
 from ..errors import BadInputError, ScrubProxyError
 from ..settings import MAX_HEIGHT, MAX_QUALITY, MIN_HEIGHT, MIN_QUALITY, ProxySettings
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
+
+    from ..cluster import PathMap
 
 
 stderr = Console(stderr=True)
@@ -133,7 +134,7 @@ class ClusterChoice:
     """``--scheduler`` and its options, checked: where and how to reach the cluster."""
 
     scheduler: str
-    path_map: cluster.PathMap = ()
+    path_map: PathMap = ()
     connect_timeout: float = 10.0
 
     @classmethod
@@ -143,7 +144,9 @@ class ClusterChoice:
             if path_map:
                 raise BadInputError(None, "--path-map needs --scheduler (it translates paths for the cluster's workers)")
             return None
-        return cls(scheduler, cluster.parse_path_map(path_map or ()), connect_timeout)
+        from ..cluster import parse_path_map
+
+        return cls(scheduler, parse_path_map(path_map or ()), connect_timeout)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
@@ -152,6 +155,8 @@ class ClusterChoice:
         Dask's own INFO lines (a LocalCluster logs some twenty) and a
         LocalCluster's shutdown noise would bury the command's output: they
         show with --debug only."""
+        from .. import cluster
+
         with contextlib.suppress(ImportError):  # (cluster.connect says what to install)
             import distributed  # noqa: F401  (importing it sets its loggers' levels; ours come after)
         debug = logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -373,5 +378,7 @@ def ensure_proxies(
         render = _EnsureProgress(bar, show)
         if on is None:
             return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
+        from ..cluster import ensure_on
+
         with on.connect() as client:
-            return cluster.ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render))
+            return ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render))

@@ -8,22 +8,37 @@ commands live in their own modules and never import this one.
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .._version import __version__
-from . import demo, frames, play, proxies, serve, source, thumbs, watch
 from .common import EXIT_INTERRUPTED, CliState, Command, stderr
 
-app = typer.Typer(
-    help="Make all-intra proxies of recording segments for instant, frame-exact scrubbing.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+#: Every command, in the order ``--help`` lists them: name -> (module of this
+#: package, function, command class: ``Command`` unless the module names its own).
+COMMANDS: dict[str, tuple[str, str, Optional[str]]] = {
+    "proxy": ("proxies", "proxy", None),
+    "path": ("proxies", "path", None),
+    "info": ("source", "info", None),
+    "ls": ("proxies", "list_entries", None),
+    "clean": ("proxies", "clean", None),
+    "frame": ("source", "frame", "NegativeIndexCommand"),
+    "verify": ("source", "verify", None),
+    "frames": ("frames", "frames", None),
+    "thumbs": ("thumbs", "thumbs", None),
+    "play": ("play", "play", None),
+    "serve": ("serve", "serve", None),
+    "watch": ("watch", "watch", None),
+    "demo": ("demo", "demo", None),
+}
+
+#: Global options that take a value, which the command name may follow.
+_VALUED_GLOBALS = ("--cache-dir",)
 
 
 def _version(value: bool) -> None:
@@ -32,7 +47,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     ctx: typer.Context,
     cache_dir: Annotated[
@@ -49,19 +63,44 @@ def main(
     ctx.obj = CliState(cache_dir, debug)
 
 
-app.command(cls=Command)(proxies.proxy)
-app.command(cls=Command)(proxies.path)
-app.command(cls=Command)(source.info)
-app.command("ls", cls=Command)(proxies.list_entries)
-app.command(cls=Command)(proxies.clean)
-app.command(cls=source.NegativeIndexCommand)(source.frame)
-app.command(cls=Command)(source.verify)
-app.command(cls=Command)(frames.frames)
-app.command(cls=Command)(thumbs.thumbs)
-app.command(cls=Command)(play.play)
-app.command(cls=Command)(serve.serve)
-app.command(cls=Command)(watch.watch)
-app.command(cls=Command)(demo.demo)
+def build_app(names: Iterable[str] = COMMANDS) -> typer.Typer:
+    """The typer app with the commands ``names`` registered (all by default)."""
+    app = typer.Typer(
+        help="Make all-intra proxies of recording segments for instant, frame-exact scrubbing.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(main)
+    for name in names:
+        module_name, function, cls_name = COMMANDS[name]
+        module = importlib.import_module(f".{module_name}", __package__)
+        app.command(name, cls=getattr(module, cls_name) if cls_name else Command)(getattr(module, function))
+    return app
+
+
+def named_command(args: Sequence[str]) -> Optional[str]:
+    """The command ``args`` run (``None`` for help, a version or an unknown
+    name): the first word after the global options."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("--help", "--version"):
+            return None
+        if arg in _VALUED_GLOBALS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> object:
+    if name == "app":  # every command registered, built on first use
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: click's base class of usage errors, reached through typer's public BadParameter.
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -69,7 +108,8 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Clic
 
 def run() -> None:
     """Console-script entry point: usage errors too end in one ``error:`` line (exit 2)."""
-    command = typer.main.get_command(app)
+    name = named_command(sys.argv[1:])
+    command = typer.main.get_command(build_app([name] if name else COMMANDS))
     try:
         code = command.main(prog_name="scrubproxy", standalone_mode=False)
     except _USAGE_ERROR as exc:
