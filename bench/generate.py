@@ -15,7 +15,7 @@ RSS), in an order that rotates each round, ``--rounds`` rounds:
 
     ours       python -m scrubproxy proxy SRC --hwaccel none --force --quiet
     reference  ffmpeg -i SRC -vf scale=-2:360 -c:v mjpeg -q:v 5 -an OUT.mkv
-    decode     ffmpeg [-skip_loop_filter all] -i SRC -an -f null -   (our decoder's options: H.264 only)
+    decode     ffmpeg [-skip_loop_filter noref] -i SRC -an -f null -   (our decoder's options: H.264 only)
     pyav-decode  the same decode in PyAV's own FFmpeg (python -c ..., PYAV_DECODE)
 
 Medians, with the spread (min-max) over the rounds. Quality: PSNR of each
@@ -60,7 +60,7 @@ from scrubproxy.samples import make_hdr_recording, vfr_times  # noqa: E402
 REFERENCE = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", "{src}", "-vf", "scale=-2:360", "-c:v", "mjpeg", "-q:v", "5", "-an", "{out}"]
 DECODE_ONLY = ["ffmpeg", "-nostdin", "-loglevel", "error", "{options}", "-i", "{src}", "-an", "-f", "null", "-"]
 #: Decoding alone in our own engine (PyAV's FFmpeg, which differs from the system
-#: ffmpeg's), with the encoder's settings: frame threads, no loop filter.
+#: ffmpeg's), with the encoder's settings: frame threads, its loop-filter skipping.
 PYAV_DECODE = (
     "import sys, av\n"
     "from scrubproxy.decode import decoder_options\n"
@@ -77,8 +77,14 @@ MIN_SPEEDUP, MAX_OVER_DECODE, MAX_START_S = 1.6, 1.15, 0.25
 MAX_RSS_MB = {1080: 300, 2160: 600}
 
 
+#: x264's adaptive B-frame choice puts none in grainy sources: fixed B-frames
+#: (3, the middle one a reference) make them the kind the issue names.
+FIXED_B_FRAMES = (("x264-params", "b-adapt=0"),)
+
+
 def _h264(name: str, seconds: int, rate: int = 30, height: int = 1080, gop: int = 250, **extra) -> Path:
     width = height * 16 // 9
+    extra.setdefault("codec_options", FIXED_B_FRAMES)
     return cached_recording(name, frames=rate * seconds, width=width, height=height, rate=fractions.Fraction(rate), gop=gop, bframes=3, colorspace="ITU709", grain=6, **extra)
 
 
@@ -93,15 +99,15 @@ def _pq(seconds: int) -> Path:
 def _vfr(seconds: int) -> Path:
     # 30 fps nominal with stretches at 60, 30 and 20 fps and 10% dropped frames.
     times = [t for t in vfr_times(stretches=((60, 60 * seconds // 4), (30, 30 * seconds // 4), (20, 20 * seconds // 4), (60, 60 * seconds // 4)))]
-    return cached_recording(f"vfr-1080p-{seconds}s.mkv", frames=len(times), width=1920, height=1080, times=times, gop=250, bframes=3, colorspace="ITU709", grain=6)
+    return cached_recording(f"vfr-1080p-b3-{seconds}s.mkv", frames=len(times), width=1920, height=1080, times=times, gop=250, bframes=3, colorspace="ITU709", grain=6, codec_options=FIXED_B_FRAMES)
 
 
 #: kind -> (label, source maker(seconds), its seconds given ``--seconds``, source matrix (kr, kb))
 BT709 = (0.2126, 0.0722)
 KINDS: dict[str, tuple[str, Callable[[int], Path], Callable[[int], int]]] = {
-    "h264-gop600": ("1080p30 H.264, GOP 600, B-frames", lambda s: _h264(f"h264-1080p30-gop600-{s}s.mp4", s, gop=600), lambda s: max(s, 60)),
-    "h264-1080p60": ("1080p60 H.264, GOP 250, B-frames", lambda s: common.hd_source(s), lambda s: s),
-    "h264-2160p30": ("2160p30 H.264, GOP 120, B-frames", lambda s: _h264(f"h264-2160p30-{s}s.mp4", s, height=2160, gop=120), lambda s: s),
+    "h264-gop600": ("1080p30 H.264, GOP 600, B-frames", lambda s: _h264(f"h264-1080p30-gop600-b3-{s}s.mp4", s, gop=600), lambda s: max(s, 60)),
+    "h264-1080p60": ("1080p60 H.264, GOP 250, B-frames", lambda s: _h264(f"h264-1080p60-b3-{s}s.mp4", s, rate=60), lambda s: s),
+    "h264-2160p30": ("2160p30 H.264, GOP 120, B-frames", lambda s: _h264(f"h264-2160p30-b3-{s}s.mp4", s, height=2160, gop=120), lambda s: s),
     "hevc": ("1080p30 HEVC, GOP 250, B-frames", lambda s: _h264(f"hevc-1080p30-{s}s.mkv", s, codec="libx265", codec_options=(("x265-params", "log-level=error:bframes=3"),)), lambda s: s),
     "vfr-mkv": ("1080p variable-rate Matroska (H.264, 20-60 fps)", _vfr, lambda s: s),
     "hevc-10bit": ("1080p30 10-bit HEVC (SDR, BT.709)", lambda s: _h264(f"hevc10-1080p30-{s}s.mkv", s, codec="libx265", pix_fmt="yuv420p10le", codec_options=(("x265-params", "log-level=error"),)), lambda s: s),

@@ -46,7 +46,7 @@ from .errors import ScrubProxyError, SourceUnreadableError
 from .growing import FollowStopped, GrowingFile, SourceChangedError
 from .encode import EncodeResult
 from .mux import PROXY_CONTAINER, ProxyWriter
-from .probe import SourceInfo, choose_video_stream, describe, is_variable_rate, open_container, scan_timestamps, truncation_reason
+from .probe import SourceInfo, choose_video_stream, describe, is_variable_rate, open_container, scan_packets, truncation_reason
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _LiveDecoder:
             raise SourceUnreadableError(growing.path, f"not a video FFmpeg can read while it is written: {exc}") from exc
         self.stream = choose_video_stream(self.container, growing.path, stream_number)
         self.stream.thread_type = "AUTO"
-        self.options = decoder_options(self.stream.codec_context.name)  # as the encoder: the pixels must match it
+        self.options = decoder_options(self.stream.codec_context.name)  # as the encoder: the pixels match it
         self.stream.codec_context.options = dict(self.options)
         self.ended_early: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=64)
@@ -332,7 +332,7 @@ def confirm_followed(source: Path, followed: FollowResult, writer: ProxyWriter, 
     proxy (its index written, its frames untouched) and return it as an encode
     result, else None (the caller encodes the file again)."""
     with open_container(source) as container:
-        stamps = scan_timestamps(container, container.streams[followed.info.video.index])
+        stamps = scan_packets(container, container.streams[followed.info.video.index]).stamps
     if not np.array_equal(np.asarray(stamps, np.int64), np.sort(followed.source_pts)) or not np.all(np.diff(followed.source_pts) > 0):
         return None
     writer.finish()

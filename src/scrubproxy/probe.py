@@ -315,8 +315,18 @@ def _describe(stream: av.stream.Stream) -> StreamSummary:
     return StreamSummary(stream.index, stream.type, cc.name, detail)
 
 
-def scan_timestamps(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[int]:
-    """Presentation timestamps of every packet of ``stream``, sorted (demux only).
+@dataclass(frozen=True)
+class PacketScan:
+    """What a demux-only pass over a stream's packets measured: every packet's
+    presentation timestamp and the keyframes' own ones (each sorted), so that
+    one pass serves both the frame count and seeking."""
+
+    stamps: list[int]
+    keyframes: list[int]
+
+
+def scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> PacketScan:
+    """Demux ``stream`` once, decoding nothing: its packets' timestamps.
 
     Packets without a pts are counted with a guessed one so that the count stays
     right; a damaged tail simply ends the scan.
@@ -324,6 +334,7 @@ def scan_timestamps(container: av.container.InputContainer, stream: av.video.str
     import av
 
     stamps: list[int] = []
+    keyframes: list[int] = []
     last = None
     try:
         for packet in container.demux(stream):
@@ -333,11 +344,14 @@ def scan_timestamps(container: av.container.InputContainer, stream: av.video.str
             if pts is None:
                 pts = (last + 1) if last is not None else 0
             stamps.append(pts)
+            if packet.is_keyframe and packet.pts is not None:  # a seek needs a real one
+                keyframes.append(pts)
             last = pts
     except (av.error.InvalidDataError, av.error.EOFError, OSError) as exc:
         log.warning("%s: packet scan stopped early: %s", container.name, exc)
     stamps.sort()
-    return stamps
+    keyframes.sort()
+    return PacketScan(stamps, keyframes)
 
 
 def is_variable_rate(stamps: list[int], time_base: fractions.Fraction) -> bool:
@@ -578,7 +592,7 @@ def probe(path: str | Path, stream_number: int | None = None, detect_interlace: 
         info = describe(p, container, stream, first)
     # A fresh container for the scan: seeking back is not reliable on every format.
     with open_container(p) as container:
-        stamps = scan_timestamps(container, container.streams[info.video.index])
+        stamps = scan_packets(container, container.streams[info.video.index]).stamps
     kind = frames_kind(info.format_name, len(stamps))
     refuse_unless_recording(p, kind)
     video = info.video

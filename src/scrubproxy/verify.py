@@ -19,12 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 import simplejpeg
 
 from .convert import FrameFilter, filter_chain, frame_size, luma, proxy_geometry
-from .probe import SourceInfo, open_container, probe, scan_timestamps
+from .probe import SourceInfo, open_container, probe, scan_packets
 from .reader import ProxyReader
 from .settings import ProxySettings
 from .sourceframes import SourceFrames
@@ -80,7 +79,9 @@ def verify_proxy(
     info: SourceInfo = probe(source, settings.stream)
     with ProxyReader(proxy) as reader:
         report = VerifyReport(info.path, Path(proxy), len(reader))
-        _check_timestamps(info, reader, report)
+        with open_container(info.path) as container:
+            scan = scan_packets(container, container.streams[info.video.index])
+        _check_timestamps(np.asarray(scan.stamps, np.int64), reader, report)
         n = len(reader)
         if samples is None or samples >= n:
             wanted = list(range(n))
@@ -90,7 +91,7 @@ def verify_proxy(
         report.checked = wanted
         chain = filter_chain(info, proxy_geometry(info, settings))
         filters: dict[tuple[int, int, str], FrameFilter] = {}
-        with SourceFrames(info.path, settings.stream, keyframes=_keyframe_pts(info)) as frames:
+        with SourceFrames(info.path, settings.stream, keyframes=scan.keyframes) as frames:
             # The frame map's source pts ascend with k: this is decode order.
             for i, k in enumerate(wanted):
                 raw = frames.frame_at_pts(int(reader.frame_map.source_pts[k]))
@@ -104,9 +105,7 @@ def verify_proxy(
     return report
 
 
-def _check_timestamps(info: SourceInfo, reader: ProxyReader, report: VerifyReport) -> None:
-    with open_container(info.path) as container:
-        source_pts = np.asarray(scan_timestamps(container, container.streams[info.video.index]), np.int64)
+def _check_timestamps(source_pts: np.ndarray, reader: ProxyReader, report: VerifyReport) -> None:
     mapped = np.asarray(reader.frame_map.source_pts)
     if len(source_pts) != len(mapped):
         report.mismatches.append(Mismatch(-1, f"proxy has {len(mapped)} frames, source has {len(source_pts)}"))
@@ -114,19 +113,6 @@ def _check_timestamps(info: SourceInfo, reader: ProxyReader, report: VerifyRepor
     differ = np.flatnonzero(source_pts != mapped)
     for k in differ[:20]:
         report.mismatches.append(Mismatch(int(k), f"pts {int(mapped[k])} in the frame map, {int(source_pts[k])} in the source"))
-
-
-def _keyframe_pts(info: SourceInfo) -> list[int]:
-    """Sorted pts of the source's keyframes (demux only)."""
-    stamps: list[int] = []
-    with open_container(info.path) as container:
-        try:
-            for packet in container.demux(container.streams[info.video.index]):
-                if packet.size and packet.is_keyframe and packet.pts is not None:
-                    stamps.append(packet.pts)
-        except (av.error.InvalidDataError, av.error.EOFError, OSError):
-            pass  # a damaged tail ends the scan, as it ends the frame map
-    return sorted(stamps)
 
 
 def _compare(reader: ProxyReader, k: int, expected: np.ndarray, report: VerifyReport) -> None:
