@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import filelock
-
 from ._version import __version__
 from .errors import BadInputError, CacheRootRefusedError, EncodeError, InvalidSessionError, ProxyFormatError, SourceUnreadableError
 from .growing import WriterGone, followable, open_for_writing, wait_until
@@ -65,7 +63,9 @@ from .owner import new_token
 from .probe import check_source_path
 from .settings import ProxySettings, resolve_cache_root
 
-if TYPE_CHECKING:  # loaded where used: a cache hit needs no PyAV, NumPy or libjpeg
+if TYPE_CHECKING:  # loaded where used: a cache hit needs no PyAV, NumPy, libjpeg or filelock
+    import filelock
+
     from .encode import EncodeResult, ProgressCallback
     from .mux import ProxyWriter
     from .reader import ProxyReader
@@ -476,6 +476,8 @@ class ProxyCache:
     ) -> Iterator[None]:
         """Hold this proxy's lock. Busy: ``on_wait()`` once, then block (up to
         ``timeout``; while blocking, ``stop`` set raises KeyboardInterrupt)."""
+        import filelock
+
         lock_path = self._lock_path(session, key)
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -495,6 +497,8 @@ class ProxyCache:
 
     @staticmethod
     def _wait_for(lock: filelock.BaseFileLock, timeout: float, stop: threading.Event | None) -> None:
+        import filelock
+
         if stop is None:
             lock.acquire(timeout=timeout)
             return
@@ -849,6 +853,8 @@ class ProxyCache:
         may have republished the proxy since ``entry`` was listed. ``keep_valid``
         spares it when it is valid by then.
         """
+        import filelock
+
         sdir = self.root / entry.session
         try:
             with self._locked(entry.session, self._key_for_lock(entry), timeout=0):

@@ -305,9 +305,9 @@ class _EnsureProgress:
     """Renders ``ensure_many``'s progress: one line per source and its state in words
     ("waiting for another process", "reused", "12/60 240 fps", "60/60 done")."""
 
-    def __init__(self, bar: Progress, show: bool) -> None:
+    def __init__(self, bar: Progress) -> None:
         self.bar = bar
-        self.plain = show and bar.disable  # not a terminal: say only what a log needs (waiting)
+        self.plain = bar.disable  # not a terminal: say only what a log needs (waiting)
         self.tasks: dict[int, TaskID] = {}
         self.following: set[int] = set()  # sources still being recorded: their frames so far
         self.lock = threading.Lock()
@@ -374,11 +374,26 @@ def ensure_proxies(
     :meth:`ProxyCache.ensure` (workers follow by that default)."""
     if on is not None and force:
         raise BadInputError(None, "--force does not work with --scheduler yet: clean the proxies (scrubproxy clean), then make them")
-    with progress_bar(show) as bar:
-        render = _EnsureProgress(bar, show)
-        if on is None:
-            return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
-        from ..cluster import ensure_on
+    if not show:  # no bar at all: a quiet cache hit does not even import rich.progress
+        return _ensure(cli, sources, session, settings, jobs, force, follow, on, None)
+    with progress_bar(True) as bar:
+        return _ensure(cli, sources, session, settings, jobs, force, follow, on, _EnsureProgress(bar))
 
-        with on.connect() as client:
-            return ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render))
+
+def _ensure(
+    cli: CliState,
+    sources: Sequence[Path],
+    session: Optional[str],
+    settings: ProxySettings,
+    jobs: int,
+    force: bool,
+    follow: bool,
+    on: Optional[ClusterChoice],
+    render: Optional[_EnsureProgress],
+) -> list[Path]:
+    if on is None:
+        return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
+    from ..cluster import ensure_on
+
+    with on.connect() as client:
+        return ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render) if render else None)
