@@ -374,26 +374,13 @@ def ensure_proxies(
     :meth:`ProxyCache.ensure` (workers follow by that default)."""
     if on is not None and force:
         raise BadInputError(None, "--force does not work with --scheduler yet: clean the proxies (scrubproxy clean), then make them")
-    if not show:  # no bar at all: a quiet cache hit does not even import rich.progress
-        return _ensure(cli, sources, session, settings, jobs, force, follow, on, None)
-    with progress_bar(True) as bar:
-        return _ensure(cli, sources, session, settings, jobs, force, follow, on, _EnsureProgress(bar))
+    # Quiet: no bar at all, so that a quiet cache hit does not even import rich.progress.
+    with progress_bar(True) if show else contextlib.nullcontext() as bar:
+        render = _EnsureProgress(bar) if bar is not None else None
+        if on is None:
+            return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
+        from ..cluster import ensure_on
 
-
-def _ensure(
-    cli: CliState,
-    sources: Sequence[Path],
-    session: Optional[str],
-    settings: ProxySettings,
-    jobs: int,
-    force: bool,
-    follow: bool,
-    on: Optional[ClusterChoice],
-    render: Optional[_EnsureProgress],
-) -> list[Path]:
-    if on is None:
-        return cli.cache().ensure_many(list(sources), session, settings, jobs=jobs, force=force, follow=follow, progress=render)
-    from ..cluster import ensure_on
-
-    with on.connect() as client:
-        return ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=_FromCluster(render) if render else None)
+        with on.connect() as client:
+            progress = _FromCluster(render) if render is not None else None
+            return ensure_on(client, sources, session, settings, cache_root=cli.cache().root, path_map=on.path_map, progress=progress)
